@@ -1,0 +1,22 @@
+"""Helpers shared by the ops: summing broadcast gradients back to an input's shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sum_to_shape(ctx, key, grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` over the axes numpy broadcast to reach it from ``shape``.
+
+    The gradient of a broadcast input is the sum of the gradients of every copy it made.
+    The result lives in a buffer of ``ctx`` (reused between runs).
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and grad.shape[lead + i] != 1)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(grad.shape))
+    out = ctx.buffer(key, kept, grad.dtype)
+    np.sum(grad, axis=axes, keepdims=True, out=out)
+    return out.reshape(shape)

@@ -1,0 +1,135 @@
+"""The Session: owns variable values and runs compiled plans."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from engine.graph import (GraphError, Node, Placeholder, Variable, format_shape, resolve_names,
+                          topological_order)
+from engine.plan import Plan, aligned_empty, flatten_fetches, rebuild
+
+
+def name_seed(seed: int, name: str) -> np.random.Generator:
+    """The generator that initialises variable ``name``: a pure function of seed and name."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
+
+
+class Session:
+    """Owns the values of variables (by name) and runs fetches.
+
+    ``seed`` fixes variable initialisation and the session's random generator (``rng``,
+    used by dropout; a checkpoint saves its state). ``dtype`` is the float type of every
+    floating variable, placeholder and constant: float32 by default, float64 on request.
+    Variables are initialised from their initialisers the first time a graph using them is
+    run (or attached); there is no separate initialise step.
+    """
+
+    def __init__(self, seed: int = 0, dtype=np.float32):
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"Session dtype must be float32 or float64, got {dtype.name}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"Session seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.float_dtype = dtype
+        self.rng = np.random.default_rng(self.seed)
+        self._values: dict[str, np.ndarray] = {}
+        self._nodes: dict[str, Variable] = {}
+        self._plans: dict[Any, Plan] = {}
+
+    # -- running
+    def run(self, fetches, feed: dict | None = None, training: bool | None = None):
+        """Evaluate ``fetches`` (a node, or a list, tuple or dict of nodes).
+
+        ``feed`` maps placeholders to arrays. ``training`` switches dropout on; by default it
+        is on exactly when the fetches include an optimizer's train op. Returned arrays are
+        copies; a train op's entry is ``None``. Fetched values are those the step used,
+        before the optimizer's update.
+        """
+        nodes, structure = flatten_fetches(fetches)
+        feed = {} if feed is None else feed
+        if not isinstance(feed, dict):
+            raise GraphError(f"feed must be a dict of placeholder -> array, got "
+                             f"{type(feed).__name__}")
+        for key in feed:
+            if not isinstance(key, Placeholder):
+                what = key.describe() if isinstance(key, Node) else f"{type(key).__name__} {key!r}"
+                raise GraphError(f"can only feed placeholders, not {what}")
+        key = (tuple(nodes), frozenset(feed), training)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan(self, nodes, frozenset(feed), training)
+        return rebuild(structure, plan.run(feed))
+
+    def attach(self, *nodes: Node) -> dict[str, Variable]:
+        """Own (and initialise) the variables that ``nodes`` depend on, without running.
+
+        ``run`` does this by itself; call it before restoring a checkpoint so that the
+        restore can be checked against the graph. Returns the graph's variables by name.
+        """
+        order = topological_order(list(nodes))
+        names = resolve_names(order)
+        found = {}
+        for node in order:
+            if isinstance(node, Variable):
+                self._storage(node, names[node])
+                found[names[node]] = node
+        return found
+
+    # -- variables
+    def _storage(self, node: Variable, name: str) -> np.ndarray:
+        """The array that holds ``node``'s value, created from its initializer if new."""
+        value = self._values.get(name)
+        if value is None:
+            initial = node.initial(name_seed(self.seed, name), self.float_dtype)
+            value = aligned_empty(initial.shape, initial.dtype)
+            value[...] = initial
+            self._values[name] = value
+        elif value.shape != node.shape:
+            raise GraphError(f"variable '{name}' has shape {format_shape(value.shape)} in this "
+                             f"session but the graph declares {format_shape(node.shape)}")
+        self._nodes.setdefault(name, node)
+        return value
+
+    def variables(self) -> dict[str, np.ndarray]:
+        """Copies of every variable's value by name, optimizer slots included, sorted."""
+        return {name: self._values[name].copy() for name in sorted(self._values)}
+
+    def variable_nodes(self) -> dict[str, Variable]:
+        """The variable nodes this session has seen, by name."""
+        return dict(self._nodes)
+
+    def assign(self, target: Variable | str, value) -> None:
+        """Set a variable's value (by node or name), in place when it exists.
+
+        Values keep the variable's shape and the session's dtype; a new name creates the
+        variable's storage (restoring a checkpoint before the graph has run does this).
+        """
+        name = target if isinstance(target, str) else None
+        if isinstance(target, Variable):
+            name = resolve_names([target])[target]
+            self._storage(target, name)
+        if name is None:
+            raise GraphError(f"assign takes a Variable or a variable name, not "
+                             f"{type(target).__name__}")
+        value = np.asarray(value)
+        current = self._values.get(name)
+        if current is None:
+            dtype = self.float_dtype if value.dtype.kind == "f" else value.dtype
+            current = self._values[name] = aligned_empty(value.shape, dtype)
+        elif current.shape != value.shape:
+            raise GraphError(f"cannot assign shape {format_shape(value.shape)} to variable "
+                             f"'{name}' of shape {format_shape(current.shape)}")
+        if not np.can_cast(value.dtype, current.dtype, "same_kind"):
+            raise GraphError(f"cannot assign {value.dtype.name} to variable '{name}' "
+                             f"({current.dtype.name})")
+        np.copyto(current, value, casting="same_kind")
+
+    def __repr__(self) -> str:
+        return (f"<Session seed={self.seed} dtype={self.float_dtype.name} "
+                f"variables={len(self._values)}>")
+
