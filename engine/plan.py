@@ -107,6 +107,7 @@ class Plan:
         self.feeds: list[tuple[Placeholder, int, np.dtype]] = []
         self.feed_buffers: dict[int, np.ndarray] = {}
         contexts: dict[Node, Context] = {}
+        variables: dict[str, Variable] = {}
         for node in order:
             if isinstance(node, Placeholder):
                 if node not in fed:
@@ -115,12 +116,14 @@ class Plan:
                 dtype = self.float_dtype if node.dtype.kind == "f" else node.dtype
                 self.feeds.append((node, slot[node], dtype))
             elif isinstance(node, Variable):
-                vals[slot[node]] = session._storage(node, self.names[node])
+                variables[self.names[node]] = node
             elif isinstance(node, Constant):
                 dtype = self.float_dtype if node.dtype.kind == "f" else node.dtype
                 vals[slot[node]] = np.asarray(node.value, dtype=dtype)
             elif isinstance(node, Op):
                 contexts[node] = Context(self)
+        for name, array in session._bind(variables).items():
+            vals[slot[variables[name]]] = array
         self.contexts = contexts
 
         # Gradient nodes: one backward pass per loss, run where the first one is needed.

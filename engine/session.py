@@ -40,6 +40,9 @@ class Session:
         self._values: dict[str, np.ndarray] = {}
         self._nodes: dict[str, Variable] = {}
         self._plans: dict[Any, Plan] = {}
+        # Set by Saver.restore when it loads a checkpoint before the graph is known: later
+        # graphs are then checked against what the checkpoint held.
+        self.restored_from: str | None = None
 
     # -- running
     def run(self, fetches, feed: dict | None = None, training: bool | None = None):
@@ -69,18 +72,34 @@ class Session:
         """Own (and initialise) the variables that ``nodes`` depend on, without running.
 
         ``run`` does this by itself; call it before restoring a checkpoint so that the
-        restore can be checked against the graph. Returns the graph's variables by name.
+        restore can be checked against the whole graph. Returns the graph's variables by name.
         """
         order = topological_order(list(nodes))
         names = resolve_names(order)
-        found = {}
-        for node in order:
-            if isinstance(node, Variable):
-                self._storage(node, names[node])
-                found[names[node]] = node
+        found = {names[n]: n for n in order if isinstance(n, Variable)}
+        self._bind(found)
         return found
 
     # -- variables
+    def _bind(self, variables: dict[str, Variable]) -> dict[str, np.ndarray]:
+        """The arrays holding ``variables`` (name -> node), creating new ones from their
+        initialisers. Every problem is reported in one error: a variable whose stored shape
+        differs, and, after a checkpoint was restored into this session before its graph was
+        known (``restored_from``), any variable the checkpoint lacks."""
+        problems = []
+        for name, node in variables.items():
+            value = self._values.get(name)
+            if value is not None and value.shape != node.shape:
+                problems.append(f"variable '{name}' has shape {format_shape(value.shape)} in "
+                                f"this session but the graph declares {format_shape(node.shape)}")
+            elif value is None and self.restored_from is not None:
+                problems.append(f"variable '{name}' {format_shape(node.shape)} is not in the "
+                                f"checkpoint restored from {self.restored_from}")
+        if problems:
+            raise GraphError("the graph does not match this session's variables:\n  "
+                             + "\n  ".join(problems))
+        return {name: self._storage(node, name) for name, node in variables.items()}
+
     def _storage(self, node: Variable, name: str) -> np.ndarray:
         """The array that holds ``node``'s value, created from its initializer if new."""
         value = self._values.get(name)
