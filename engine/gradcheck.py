@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from engine.autodiff import gradients
-from engine.graph import GraphError, Node, Placeholder, Variable, trainable_variables
+from engine.graph import (GraphError, Node, Placeholder, Variable, resolve_names,
+                          topological_order, trainable_variables)
 from engine.session import Session
 
 
@@ -39,6 +40,8 @@ def check_gradients(loss: Node, feed: dict | None = None,
             raise GraphError(f"check_gradients: can perturb variables and placeholders, not "
                              f"{v.describe()}")
     analytic = session.run(gradients(loss, variables), feed)
+    # The names the plans gave the variables: an unnamed variable's name depends on its graph.
+    names = resolve_names(topological_order([loss, *variables]))
 
     def value() -> float:
         return float(np.sum(session.run(loss, feed, training=False)))
@@ -46,7 +49,7 @@ def check_gradients(loss: Node, feed: dict | None = None,
     worst = 0.0
     for v, a in zip(variables, analytic):
         # Perturb the live array: the fed one, or the session's storage of the variable.
-        x = feed[v] if isinstance(v, Placeholder) else session._storage(v, v.name)
+        x = feed[v] if isinstance(v, Placeholder) else session._storage(v, names[v])
         flat = x.reshape(-1)
         a = np.asarray(a, dtype=np.float64).reshape(-1)
         for i in range(flat.size):
