@@ -1,0 +1,137 @@
+"""Results of a sweep: the trials table, the best trial, and its checkpoint."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from service.storage import (StorageError, SweepPaths, SweepState, TrialRecord, TrialState,
+                             read_json)
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """What ``best --json`` prints."""
+
+    trial: str
+    config: dict
+    metric: str
+    mode: str
+    value: float
+    step: int | None
+    checkpoint: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class SweepResult:
+    """A sweep's outcome, from the driver or from storage (:func:`load`)."""
+
+    def __init__(self, root: str | os.PathLike, name: str, metric: str, mode: str,
+                 trials: list[TrialRecord], exit_status: int | None = None):
+        self.root = Path(root)
+        self.paths = SweepPaths(self.root)
+        self.name, self.metric, self.mode = name, metric, mode
+        self.trials = list(trials)
+        self.exit_status = exit_status
+
+    def trial_value(self, trial: TrialRecord, scope: str = "last") -> tuple[float | None,
+                                                                           int | None]:
+        """The metric's value for ``trial`` and the step it was reported at."""
+        if scope == "last":
+            value = trial.last_metrics.get(self.metric)
+            return (value, trial.last_step) if _finite(value) else (None, None)
+        value = trial.best_metrics.get(self.metric)
+        return (value, trial.best_metrics.get("step")) if _finite(value) else (None, None)
+
+    def best(self, scope: str = "last") -> BestTrial | None:
+        """The best trial by the sweep's metric: its ``last`` reported value (Ray Tune's
+        default) or the best value it ever reported (``all``). None if no trial reported it."""
+        if scope not in ("last", "all"):
+            raise ValueError(f"scope must be 'last' or 'all', got {scope!r}")
+        sign = 1.0 if self.mode == "min" else -1.0
+        ranked = []
+        for t in self.trials:
+            value, step = self.trial_value(t, scope)
+            if value is not None:
+                ranked.append((sign * value, t.index, t, value, step))
+        if not ranked:
+            return None
+        _, _, trial, value, step = min(ranked, key=lambda r: (r[0], r[1]))
+        return BestTrial(trial.id, trial.config, self.metric, self.mode, value, step,
+                         self.checkpoint_of(trial.id))
+
+    @property
+    def best_config(self) -> dict | None:
+        best = self.best()
+        return None if best is None else best.config
+
+    def checkpoint_of(self, trial_id: str) -> str | None:
+        """The trial's latest valid checkpoint on storage (storage is trusted over state)."""
+        folder = self.paths.trial(trial_id).checkpoints
+        if not folder.is_dir():
+            return None
+        from engine import latest_checkpoint
+        return latest_checkpoint(str(folder))
+
+    def restore_best(self, sess, scope: str = "last") -> int:
+        """Load the best trial's latest checkpoint into ``sess``; returns its global step."""
+        from engine import Saver
+        best = self.best(scope)
+        if best is None or best.checkpoint is None:
+            raise StorageError(f"sweep {self.name!r} has no checkpoint of a best trial")
+        return Saver().restore(sess, best.checkpoint)
+
+    @property
+    def errored(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state == TrialState.ERROR]
+
+    def counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in TrialState}
+        for t in self.trials:
+            counts[t.state.value] += 1
+        return counts
+
+    def table(self, scope: str = "last") -> str:
+        """The trials as a text table, sorted by the metric (best first, unreported last)."""
+        sign = 1.0 if self.mode == "min" else -1.0
+
+        def key(t):
+            value, _ = self.trial_value(t, scope)
+            return (value is None, sign * value if value is not None else 0.0, t.index)
+
+        rows = [("trial", "state", self.metric, "step", "attempts", "reason")]
+        for t in sorted(self.trials, key=key):
+            value, step = self.trial_value(t, scope)
+            rows.append((t.id, t.state.value, "-" if value is None else f"{value:.6g}",
+                         "-" if t.last_step is None else str(t.last_step),
+                         str(len(t.attempts)), t.reason or ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                         for r in rows)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in self.counts().items() if v)
+        return f"<SweepResult {self.name!r}: {counts}>"
+
+
+def load(path: str | os.PathLike) -> SweepResult:
+    """The result of a sweep on disk (its folder, e.g. ``logs/triangle``)."""
+    paths = SweepPaths(path)
+    if not paths.root.is_dir() or not paths.sweep_json.exists():
+        raise StorageError(f"{str(paths.root)!r} is not a sweep folder (no sweep.json)")
+    meta = read_json(paths.sweep_json, "sweep file record")
+    try:
+        spec = meta["spec"]
+        name, metric, mode = spec["name"], spec["metric"], spec["mode"]
+    except (KeyError, TypeError):
+        raise StorageError(f"sweep record {str(paths.sweep_json)!r} is corrupt") from None
+    trials = SweepState.load(paths.state_json).trials if paths.state_json.exists() else []
+    return SweepResult(paths.root, name, metric, mode, trials)
