@@ -24,11 +24,17 @@ class Dropout(Op):
         self.rate = float(rate)
         super().__init__(inputs, name)
 
+    def infer(self, x):
+        if x.dtype.kind != "f":
+            raise GraphError(f"dropout of {x.describe()}: the input must be floating point")
+        return x.shape, x.dtype
+
     def forward(self, ctx, x):
         ctx.active = ctx.training and self.rate > 0
         if not ctx.active:
             return x
-        noise = ctx.rng.random(out=ctx.buffer("noise", x.shape, x.dtype))
+        # NOTE: the generator fills float32 or float64 directly (dtype must match ``out``).
+        noise = ctx.rng.random(dtype=x.dtype, out=ctx.buffer("noise", x.shape, x.dtype))
         keep = np.greater_equal(noise, self.rate, out=ctx.buffer("keep", x.shape, np.bool_))
         ctx.keep = keep  # backward reads the mask from here, not from a buffer key
         out = np.multiply(x, keep, out=ctx.buffer("out", x.shape, x.dtype))
