@@ -224,10 +224,16 @@ def _copy(value):
 def check_feed(node: Placeholder, value, dtype: np.dtype, name: str) -> np.ndarray:
     """The fed value as an array of ``dtype``, or a clear error naming the placeholder."""
     if type(value) is not np.ndarray or value.dtype != dtype:
-        given = np.asarray(value)
+        try:
+            given = np.asarray(value)
+        except (TypeError, ValueError) as e:  # ragged nested lists
+            raise GraphError(f"placeholder '{name}' expects {dtype_name(dtype)} of shape "
+                             f"{format_shape(node.shape)}, was fed a value that is no array: "
+                             f"{e}") from None
         if given.dtype.kind not in "fiub" or not np.can_cast(given.dtype, dtype, "same_kind"):
-            raise GraphError(f"placeholder '{name}' expects {dtype_name(dtype)}, was fed "
-                             f"{given.dtype.name} (shape {given.shape})")
+            raise GraphError(f"placeholder '{name}' expects {dtype_name(dtype)} of shape "
+                             f"{format_shape(node.shape)}, was fed {given.dtype.name} of shape "
+                             f"{format_shape(given.shape)}")
         value = np.ascontiguousarray(given, dtype=dtype)
     shape = node.shape
     if shape is not None:

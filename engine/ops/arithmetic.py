@@ -15,11 +15,19 @@ from engine.ops._util import sum_to_shape
 
 class _Binary(Op):
     def infer(self, a: Node, b: Node):
-        shape = broadcast_shapes(a.shape, b.shape, lambda: f"{self.type_name}")
+        shape = broadcast_shapes(a.shape, b.shape,
+                                 lambda: f"{self._label()} of {a.name!r} and {b.name!r}")
         return shape, result_dtype(a, b)
 
+    def _label(self) -> str:
+        return f"{self.type_name} '{self.given_name}'" if self.given_name else self.type_name
+
     def _out(self, ctx, a, b):
-        shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
+        try:
+            shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:  # shapes known only when fed
+            raise GraphError(f"{self._label()}: shapes {format_shape(a.shape)} and "
+                             f"{format_shape(b.shape)} do not broadcast") from None
         return ctx.buffer("out", shape, a.dtype if a.dtype == b.dtype else ctx.promote(a, b))
 
 
@@ -179,6 +187,9 @@ class MatMul(Op):
         return None, result_dtype(a, b)
 
     def forward(self, ctx, a, b):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:  # shapes known only when fed
+            raise GraphError(f"matmul '{self.given_name or self.type_name}': cannot multiply "
+                             f"{format_shape(a.shape)} @ {format_shape(b.shape)}")
         dtype = a.dtype if a.dtype == b.dtype else ctx.promote(a, b)
         return np.matmul(a, b, out=ctx.buffer("out", (a.shape[0], b.shape[1]), dtype))
 
