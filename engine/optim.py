@@ -15,7 +15,8 @@ import numpy as np
 
 from engine import initializers
 from engine.autodiff import Gradient
-from engine.graph import GraphError, Node, Op, Variable, trainable_variables
+from engine.graph import (GraphError, Node, Op, Variable, resolve_names, topological_order,
+                          trainable_variables)
 
 
 class Minimize(Op):
@@ -79,8 +80,12 @@ class Optimizer:
             if not isinstance(v, Variable) or v.dtype.kind != "f":
                 raise GraphError(f"{self.name}.minimize: can only update floating variables, "
                                  f"got {v!r}")
-        grads = [Gradient(loss, v, name=f"gradients/{v.name}") for v in params]
-        slots = [[Variable(initializers.zeros, name=f"{self.name}/{v.name}/{slot}",
+        # Slots are named after the variables' names in the loss's graph: unnamed variables
+        # are told apart there (Variable, Variable_1, ...), and keep those names in the train
+        # graph, whose order starts with the loss's.
+        names = resolve_names(topological_order([loss, *params]))
+        grads = [Gradient(loss, v, name=f"gradients/{names[v]}") for v in params]
+        slots = [[Variable(initializers.zeros, name=f"{self.name}/{names[v]}/{slot}",
                            shape=v.shape, trainable=False) for slot in self.slot_names]
                  for v in params]
         step = Variable(np.zeros((), np.int64), name=f"{self.name}/step", trainable=False)

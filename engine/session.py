@@ -89,7 +89,10 @@ class Session:
         problems = []
         for name, node in variables.items():
             value = self._values.get(name)
-            if value is not None and value.shape != node.shape:
+            clash = self._name_clash(name, node)
+            if clash:
+                problems.append(clash)
+            elif value is not None and value.shape != node.shape:
                 problems.append(f"variable '{name}' has shape {format_shape(value.shape)} in "
                                 f"this session but the graph declares {format_shape(node.shape)}")
             elif value is None and self.restored_from is not None:
@@ -100,8 +103,21 @@ class Session:
                              + "\n  ".join(problems))
         return {name: self._storage(node, name) for name, node in variables.items()}
 
+    def _name_clash(self, name: str, node: Variable) -> str | None:
+        """Why ``node`` cannot be bound to ``name``, if the name already holds another
+        variable and one of them is unnamed: an unnamed variable's name depends on the graph
+        it is run in, so sharing the value would be an accident."""
+        known = self._nodes.get(name)
+        if known is None or known is node or None not in (known.given_name, node.given_name):
+            return None
+        return (f"variable '{name}': this session holds another variable under that name, and "
+                "unnamed variables are named by their place in each graph; give them names")
+
     def _storage(self, node: Variable, name: str) -> np.ndarray:
         """The array that holds ``node``'s value, created from its initializer if new."""
+        clash = self._name_clash(name, node)
+        if clash:
+            raise GraphError(clash)
         value = self._values.get(name)
         if value is None:
             initial = node.initial(name_seed(self.seed, name), self.float_dtype)
@@ -130,7 +146,8 @@ class Session:
         """
         name = target if isinstance(target, str) else None
         if isinstance(target, Variable):
-            name = resolve_names([target])[target]
+            known = [n for n, v in self._nodes.items() if v is target]
+            name = known[0] if known else resolve_names([target])[target]
             self._storage(target, name)
         if name is None:
             raise GraphError(f"assign takes a Variable or a variable name, not "
