@@ -21,13 +21,16 @@ class Batcher:
         if n < 1 or batch_size < 1:
             raise ValueError(f"Batcher needs n >= 1 and batch_size >= 1, got n={n}, "
                              f"batch_size={batch_size}")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Batcher seed must be a non-negative integer, got {seed!r}")
         if drop_last and batch_size > n:
             raise ValueError(f"batch_size {batch_size} is larger than the {n} examples "
                              "(use drop_last=False)")
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.batches_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
-        self._epoch, self._order = -1, None
+        self._epoch: int | None = None
+        self._order: np.ndarray | None = None
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The permutation of example indices used in ``epoch``."""
@@ -41,12 +44,18 @@ class Batcher:
 
     def indices(self, step: int) -> np.ndarray:
         """The example indices of the batch for global step ``step``."""
+        if step < 0:
+            raise ValueError(f"Batcher: step must be >= 0, got {step}")
         epoch, i = divmod(int(step), self.batches_per_epoch)
         order = self.epoch_order(epoch)
         return order[i * self.batch_size:(i + 1) * self.batch_size]
 
     def batch(self, step: int, *arrays: np.ndarray):
         """``arrays`` indexed by the batch for ``step`` (a tuple, or one array)."""
+        for i, a in enumerate(arrays):
+            if len(a) != self.n:
+                raise ValueError(f"Batcher.batch: array {i} has {len(a)} rows, the batcher "
+                                 f"was made for {self.n} examples")
         idx = self.indices(step)
         out = tuple(a[idx] for a in arrays)
         return out[0] if len(out) == 1 else out

@@ -1,0 +1,28 @@
+"""The README's engine example really runs."""
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def engine_example() -> str:
+    """The python code block under the "## The engine" heading."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## The engine\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "expected one python block under '## The engine'"
+    return blocks[0]
+
+
+def test_the_engine_example_runs_and_learns():
+    out = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(engine_example(), str(README), "exec"), namespace)
+    printed = out.getvalue()
+    accuracy = re.search(r"accuracy (\d\.\d+)", printed)
+    assert accuracy and float(accuracy.group(1)) >= 0.95, printed
+    assert "hidden/kernel" in printed
