@@ -12,7 +12,7 @@ def engine_example() -> str:
     """The python code block under the "## The engine" heading."""
     text = README.read_text(encoding="utf-8")
     section = text.split("\n## The engine\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 1, "expected one python block under '## The engine'"
     return blocks[0]
 

@@ -18,7 +18,7 @@ def small_net():
 
 
 def test_gradient_with_respect_to_an_intermediate_node_and_the_loss_itself():
-    x, w, h, out = small_net()
+    x, _, h, out = small_net()
     loss = en.reduce_sum(out * out)
     sess = en.Session(dtype=np.float64)
     g_h, g_loss, g_out, value = sess.run([*en.gradients(loss, [h, loss, out]), out], {x: X})
@@ -28,14 +28,14 @@ def test_gradient_with_respect_to_an_intermediate_node_and_the_loss_itself():
 
 
 def test_non_scalar_loss_is_summed():
-    x, w, h, out = small_net()
+    x, w, _, out = small_net()
     sess = en.Session(dtype=np.float64)
     a, b = sess.run([en.gradients(out, w), en.gradients(en.reduce_sum(out), w)], {x: X})
     np.testing.assert_array_equal(a, b)
 
 
 def test_two_losses_in_one_run_keep_their_own_gradients():
-    x, w, h, out = small_net()
+    x, w, _, out = small_net()
     loss1 = en.reduce_sum(out)
     loss2 = en.reduce_sum(out * out * out)
     sess = en.Session(dtype=np.float64)
@@ -48,7 +48,7 @@ def test_two_losses_in_one_run_keep_their_own_gradients():
 
 
 def test_fetching_a_gradient_with_the_train_op_shows_the_gradient_used():
-    x, w, h, out = small_net()
+    x, w, _, out = small_net()
     loss = en.reduce_sum(out * out)
     train = en.optim.SGD(lr=0.1).minimize(loss)
     sess = en.Session(dtype=np.float64)
@@ -58,7 +58,7 @@ def test_fetching_a_gradient_with_the_train_op_shows_the_gradient_used():
 
 
 def test_a_plan_reused_with_other_batch_sizes_gives_fresh_results():
-    x, w, h, out = small_net()
+    x, w, _, out = small_net()
     loss = en.reduce_mean(out * out)
     fetches = [loss, out, *en.gradients(loss, [w, x])]
     sess = en.Session(dtype=np.float64)
@@ -71,7 +71,7 @@ def test_a_plan_reused_with_other_batch_sizes_gives_fresh_results():
 
 
 def test_fetched_values_are_copies_not_live_buffers():
-    x, w, h, out = small_net()
+    x, w, _, out = small_net()
     sess = en.Session(dtype=np.float64)
     first = sess.run(out, {x: X})
     kept = first.copy()
@@ -84,7 +84,7 @@ def test_fetched_values_are_copies_not_live_buffers():
 
 
 def test_fetches_keep_their_structure():
-    x, w, h, out = small_net()
+    x, _, h, out = small_net()
     sess = en.Session(dtype=np.float64)
     as_dict = sess.run({"h": h, "out": out}, {x: X})
     as_tuple = sess.run((h, out), {x: X})

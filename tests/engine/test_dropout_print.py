@@ -30,7 +30,7 @@ def is_dropout_of(value, x, rate=RATE):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dropout_is_the_identity_unless_training(dtype):
-    x, scaled, dropped, train = dropout_graph()
+    x, _, dropped, _ = dropout_graph()
     sess = en.Session(seed=0, dtype=dtype)
     np.testing.assert_array_equal(sess.run(dropped, {x: X}), X.astype(dtype))
     np.testing.assert_array_equal(sess.run(dropped, {x: X}, training=False), X.astype(dtype))
@@ -51,7 +51,7 @@ def test_dropout_is_active_when_a_train_op_is_fetched():
 
 def test_dropout_masks_are_deterministic_for_a_seed_and_change_between_steps():
     def masks(seed):
-        x, scaled, dropped, train = dropout_graph()
+        x, _, dropped, train = dropout_graph()
         sess = en.Session(seed=seed)
         return [sess.run([train, dropped], {x: X})[1] != 0 for _ in range(3)]
 

@@ -14,7 +14,7 @@ def regression():
 
 
 def test_unfed_placeholder_is_named_with_its_shape_and_dtype():
-    x, y, loss = regression()
+    x, _, loss = regression()
     with pytest.raises(en.GraphError) as err:
         en.Session().run(loss, feed={x: np.ones((3, 2))})
     assert "must feed a value for placeholder 'y' (shape (None, 1), float32)" in str(err.value)
@@ -86,7 +86,8 @@ def test_fetching_a_non_node_is_refused(fetches, culprit):
 def test_feeding_a_non_placeholder_is_refused():
     x, y, loss = regression()
     kernel = en.trainable_variables(loss)[0]
-    with pytest.raises(en.GraphError, match="can only feed placeholders, not Variable 'out/kernel'"):
+    with pytest.raises(en.GraphError,
+                       match="can only feed placeholders, not Variable 'out/kernel'"):
         en.Session().run(loss, feed={x: np.ones((1, 2)), y: np.ones((1, 1)),
                                      kernel: np.ones((2, 1))})
     with pytest.raises(en.GraphError, match="can only feed placeholders, not str 'x'"):
@@ -99,7 +100,7 @@ def test_matmul_shape_mismatch_is_raised_at_the_matmul():
     x = en.placeholder((None, 3), name="x")
     w = en.Variable(np.ones((4, 2)), name="w")
     with pytest.raises(en.GraphError) as err:
-        x @ w  # noqa: B018 - building the node is the mistake
+        x @ w  # building the node is the mistake
     message = str(err.value)
     assert "(None, 3) @ (4, 2)" in message and "'x'" in message and "'w'" in message
     with pytest.raises(en.GraphError, match=r"matmul 'scores'.*\(None, 3\) @ \(4, 2\)"):
@@ -120,7 +121,7 @@ def test_broadcast_mismatch_is_raised_at_the_op_naming_its_inputs():
     x = en.placeholder((None, 3), name="x")
     b = en.Variable(np.ones(4), name="b")
     with pytest.raises(en.GraphError, match=r"'x'.*'b'.*\(None, 3\) and \(4,\)"):
-        x + b  # noqa: B018
+        x + b
 
 
 def test_loss_shape_mismatches_name_the_inputs():

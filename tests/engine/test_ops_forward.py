@@ -48,6 +48,6 @@ def test_sigmoid_and_cross_entropy_are_stable_for_huge_logits():
 
     logits = en.Variable(np.array([[1000.0, 0.0, -1000.0]]), name="logits")
     ce = en.losses.softmax_cross_entropy(logits, en.constant(np.array([1])))
-    p, l = sess.run([en.softmax(logits), ce])
+    p, loss = sess.run([en.softmax(logits), ce])
     np.testing.assert_array_equal(p, [[1.0, 0.0, 0.0]])
-    assert l == pytest.approx(1000.0)
+    assert loss == pytest.approx(1000.0)

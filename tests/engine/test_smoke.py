@@ -20,9 +20,9 @@ def test_xor_like_problem_trains_and_unfed_placeholder_is_named():
     sess = en.Session(seed=0)
     first = None
     for _ in range(300):
-        _, l, a = sess.run([train, loss, acc], feed={x: X, y: Y})
-        first = l if first is None else first
-    assert l < 0.2 * first and a > 0.95
-    assert l.dtype == np.float32
+        _, value, a = sess.run([train, loss, acc], feed={x: X, y: Y})
+        first = value if first is None else first
+    assert value < 0.2 * first and a > 0.95
+    assert value.dtype == np.float32
     with pytest.raises(en.GraphError, match=r"placeholder 'y' \(shape \(None, 1\), float32\)"):
         sess.run(loss, feed={x: X})
