@@ -55,11 +55,14 @@ class Transpose(Op):
     def infer(self, x):
         if x.shape is None:
             return None, x.dtype
-        axes = self.axes if self.axes is not None else tuple(reversed(range(len(x.shape))))
-        if sorted(axes) != list(range(len(x.shape))):
+        ndim = len(x.shape)
+        axes = self.axes if self.axes is not None else tuple(reversed(range(ndim)))
+        if sorted(a % ndim if -ndim <= a < ndim else a for a in axes) != list(range(ndim)):
             raise GraphError(f"transpose of {x.name!r} (shape {format_shape(x.shape)}): axes "
                              f"{axes} are not a permutation")
-        return tuple(x.shape[a] for a in axes), x.dtype
+        if self.axes is not None:  # negative axes count from the end, as in numpy
+            self.axes = tuple(a % ndim for a in self.axes)
+        return tuple(x.shape[a] for a in self.axes or axes), x.dtype
 
     def forward(self, ctx, x):
         return x.transpose(self.axes)

@@ -123,6 +123,8 @@ CASES = [
     Case("transpose", en.transpose, np.transpose, [normal(3, 4)]),
     Case("transpose_axes", lambda a: en.transpose(a, (1, 2, 0)),
          lambda a: a.transpose(1, 2, 0), [normal(2, 3, 4)]),
+    Case("transpose_negative_axes", lambda a: en.transpose(a, (0, -1, -2)),
+         lambda a: a.transpose(0, -1, -2), [normal(2, 3, 4)]),
     Case("concat_last", lambda a, b, c: en.concat([a, b, c]),
          lambda a, b, c: np.concatenate([a, b, c], axis=-1),
          [normal(3, 1), normal(3, 4), normal(3, 2)]),
