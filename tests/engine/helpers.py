@@ -34,8 +34,13 @@ def weighted_sum(node: en.Node, seed: int = 0) -> en.Node:
 
 
 def gradient_error(build: Callable[..., en.Node], inputs: Sequence[np.ndarray],
-                   eps: float = 1e-6) -> float:
-    """``check_gradients`` of ``weighted_sum(build(*variables))`` over every input."""
+                   eps: float = 1e-5) -> float:
+    """``check_gradients`` of ``weighted_sum(build(*variables))`` over every input.
+
+    ``eps`` 1e-5 balances the central difference's truncation error (~eps²) against
+    rounding (~1e-16 |loss| / eps), which dominates for elements whose gradient happens
+    to be small: random inputs then stay well inside the 1e-6 tolerance.
+    """
     variables = as_variables(inputs)
     loss = weighted_sum(build(*variables))
     return en.check_gradients(loss, variables=variables, eps=eps)
