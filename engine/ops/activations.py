@@ -12,8 +12,17 @@ from engine.graph import GraphError, Op
 
 
 class _Unary(Op):
+    """Activations are float-valued: an integer input gives the session's float dtype."""
+
+    def infer(self, x):
+        return x.shape, x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+
+    @staticmethod
+    def _dtype(ctx, x) -> np.dtype:
+        return x.dtype if x.dtype.kind == "f" else ctx.float_dtype
+
     def _out(self, ctx, x):
-        return ctx.buffer("out", x.shape, x.dtype)
+        return ctx.buffer("out", x.shape, self._dtype(ctx, x))
 
     def _grad(self, ctx, x):
         return ctx.buffer("gx", x.shape, x.dtype)
@@ -119,7 +128,7 @@ class _AlongAxis(_Unary):
     def _reduced(self, ctx, key, x):
         shape = list(x.shape)
         shape[self.axis] = 1
-        return ctx.buffer(key, tuple(shape), x.dtype)
+        return ctx.buffer(key, tuple(shape), self._dtype(ctx, x))
 
 
 class Softmax(_AlongAxis):
@@ -151,7 +160,7 @@ class LogSoftmax(_AlongAxis):
     def forward(self, ctx, x):
         m = np.max(x, axis=self.axis, keepdims=True, out=self._reduced(ctx, "m", x))
         out = np.subtract(x, m, out=self._out(ctx, x))
-        e = np.exp(out, out=ctx.buffer("e", x.shape, x.dtype))
+        e = np.exp(out, out=ctx.buffer("e", x.shape, out.dtype))
         lse = np.sum(e, axis=self.axis, keepdims=True, out=self._reduced(ctx, "lse", x))
         np.log(lse, out=lse)
         return np.subtract(out, lse, out=out)

@@ -14,10 +14,13 @@ from engine.ops._util import sum_to_shape
 # ----------------------------------------------------------------- elementwise binary ops
 
 class _Binary(Op):
+    float_valued = False  # true division: integers in, the session's float out
+
     def infer(self, a: Node, b: Node):
         shape = broadcast_shapes(a.shape, b.shape,
                                  lambda: f"{self._label()} of {a.name!r} and {b.name!r}")
-        return shape, result_dtype(a, b)
+        dtype = result_dtype(a, b)
+        return shape, np.dtype(np.float32) if self.float_valued and dtype.kind != "f" else dtype
 
     def _label(self) -> str:
         return f"{self.type_name} '{self.given_name}'" if self.given_name else self.type_name
@@ -28,7 +31,10 @@ class _Binary(Op):
         except ValueError:  # shapes known only when fed
             raise GraphError(f"{self._label()}: shapes {format_shape(a.shape)} and "
                              f"{format_shape(b.shape)} do not broadcast") from None
-        return ctx.buffer("out", shape, a.dtype if a.dtype == b.dtype else ctx.promote(a, b))
+        dtype = a.dtype if a.dtype == b.dtype else ctx.promote(a, b)
+        if self.float_valued and dtype.kind != "f":
+            dtype = ctx.float_dtype
+        return ctx.buffer("out", shape, dtype)
 
 
 class Add(_Binary):
@@ -80,6 +86,7 @@ class Mul(_Binary):
 
 class Div(_Binary):
     type_name = "RealDiv"
+    float_valued = True
 
     def forward(self, ctx, a, b):
         return np.divide(a, b, out=self._out(ctx, a, b))

@@ -25,6 +25,7 @@ class Sum(Op):
     """Sum over ``axis`` (all axes when ``None``)."""
 
     type_name = "Sum"
+    float_valued = False  # Mean: integers in, the session's float out
 
     def __init__(self, inputs, axis=None, keepdims: bool = False, name=None):
         self.axis_arg, self.keepdims = axis, bool(keepdims)
@@ -32,12 +33,13 @@ class Sum(Op):
 
     def infer(self, x):
         self.axes = _normalize_axes(self.axis_arg, x.ndim, f"{self.type_name}")
+        dtype = np.dtype(np.float32) if self.float_valued and x.dtype.kind != "f" else x.dtype
         if x.shape is None:
-            return None, x.dtype
+            return None, dtype
         axes = range(len(x.shape)) if self.axes is None else self.axes
         if self.keepdims:
-            return tuple(1 if i in axes else d for i, d in enumerate(x.shape)), x.dtype
-        return tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype
+            return tuple(1 if i in axes else d for i, d in enumerate(x.shape)), dtype
+        return tuple(d for i, d in enumerate(x.shape) if i not in axes), dtype
 
     def _axes(self, x):
         return tuple(range(x.ndim)) if self.axes is None else tuple(a % x.ndim for a in self.axes)
@@ -46,7 +48,8 @@ class Sum(Op):
         axes = self._axes(x)
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if self.keepdims \
             else tuple(d for i, d in enumerate(x.shape) if i not in axes)
-        return np.sum(x, axis=axes, keepdims=self.keepdims, out=ctx.buffer("out", shape, x.dtype))
+        dtype = ctx.float_dtype if self.float_valued and x.dtype.kind != "f" else x.dtype
+        return np.sum(x, axis=axes, keepdims=self.keepdims, out=ctx.buffer("out", shape, dtype))
 
     def _expand(self, grad_output, x):
         """The output gradient with the reduced axes back as size 1, broadcast to ``x``."""
@@ -62,6 +65,7 @@ class Mean(Sum):
     """Mean over ``axis`` (all axes when ``None``)."""
 
     type_name = "Mean"
+    float_valued = True
 
     def forward(self, ctx, x):
         out = super().forward(ctx, x)

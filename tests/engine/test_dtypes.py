@@ -68,3 +68,29 @@ def test_float64_is_more_precise_than_float32():
 def test_session_refuses_other_dtypes():
     with pytest.raises(ValueError, match="float16"):
         en.Session(dtype=np.float16)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("build, reference", [
+    (lambda y: (y + 1) / 2, lambda y: (y + 1) / 2),
+    (en.reduce_mean, np.mean),
+    (en.exp, np.exp),
+    (en.sigmoid, lambda y: 1 / (1 + np.exp(-y))),
+    (en.relu, lambda y: np.maximum(y, 0.0)),
+    (en.leaky_relu, lambda y: np.where(y > 0, y, 0.01 * y)),
+    (en.log_softmax, lambda y: y - np.log(np.sum(np.exp(y)))),
+], ids=["div", "mean", "exp", "sigmoid", "relu", "leaky_relu", "log_softmax"])
+def test_float_valued_ops_of_integers_give_the_session_float(dtype, build, reference):
+    y = en.placeholder((None,), dtype=np.int64, name="y")
+    values = np.array([1, -1, 2, 0])
+    node = build(y)
+    assert node.dtype.kind == "f"
+    out = en.Session(dtype=dtype).run(node, {y: values})
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, reference(values.astype(np.float64)), rtol=1e-6)
+
+
+def test_integer_sums_stay_integers():
+    y = en.placeholder((None,), dtype=np.int64, name="y")
+    out = en.Session().run(en.reduce_sum(y * 2), {y: np.array([1, 2, 3])})
+    assert out == 12 and out.dtype == np.int64
