@@ -1,0 +1,118 @@
+"""Ray for a sweep: an embedded local Ray by default, or a cluster at a given address.
+
+``address="local"`` always starts a private Ray inside the driver (bound to 127.0.0.1, no
+dashboard, Ray's own log lines kept out of the terminal); it never joins another cluster that
+happens to run on the machine. Any other address (or ``RAY_ADDRESS`` when no address is given)
+joins that cluster. A Ray that the caller already started (a notebook, the test suite) is used
+as it is and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """The Ray the driver runs on: how many CPUs it has and whether the driver started it."""
+
+    address: str
+    cpus: float
+    embedded: bool
+    owned: bool
+
+
+def resolve_address(address: str | None) -> str:
+    """``None`` means ``RAY_ADDRESS`` when set, else ``"local"``; anything else is kept."""
+    if address is None:
+        return os.environ.get("RAY_ADDRESS") or "local"
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"address must be 'local' or a Ray cluster address, got {address!r}")
+    return address
+
+
+@contextlib.contextmanager
+def connect(address: str | None = "local", *, num_cpus: int | None = None
+            ) -> Iterator[ClusterInfo]:
+    """Start or join Ray for the duration of the block; shut it down after if started here.
+
+    ``num_cpus`` caps an embedded Ray's CPUs (default: all of the machine's).
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield ClusterInfo("existing", cluster_cpus(), embedded=False, owned=False)
+        return
+    address = resolve_address(address)
+    options = dict(include_dashboard=False, log_to_driver=False,
+                   logging_level=logging.ERROR)
+    embedded = address == "local"
+    if embedded:
+        options.update(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK)
+        with _loopback_node_ip():
+            ray.init(**options)
+    else:
+        ray.init(address=address, **options)
+    try:
+        yield ClusterInfo(address, cluster_cpus(), embedded=embedded, owned=True)
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_node_ip():
+    """Keep an embedded Ray on 127.0.0.1.
+
+    Ray turns a loopback ``_node_ip_address`` into the machine's routable address (so other
+    nodes could join) unless its multi-node support is off; with it off for the start-up,
+    every Ray process of the embedded instance listens on 127.0.0.1 only.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - private module moved: fall back to Ray's choice
+        yield
+        return
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def cluster_cpus() -> float:
+    """The CPUs of the Ray cluster the driver is connected to."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def actor_options(resources: dict[str, float]) -> dict:
+    """Ray actor options for a spec's per-trial ``resources`` (``{"cpu": 1, "gpu": 0, ...}``):
+    cpu, gpu and memory map to Ray's own keywords, other names to custom resources."""
+    options: dict = {"num_cpus": float(resources.get("cpu", 1.0))}
+    custom = {}
+    for name, amount in resources.items():
+        if name == "cpu":
+            continue
+        if name == "gpu":
+            options["num_gpus"] = float(amount)
+        elif name == "memory":
+            options["memory"] = float(amount)
+        else:
+            custom[name] = float(amount)
+    if custom:
+        options["resources"] = custom
+    return options
+
+
+def default_concurrency(cpus_in_cluster: float, resources: dict[str, float]) -> int:
+    """DESIGN's default ``max_concurrent``: the cluster's CPUs / CPUs per trial, at least 1."""
+    per_trial = float(resources.get("cpu", 1.0))
+    return max(1, int(cpus_in_cluster // per_trial)) if per_trial > 0 else 1
