@@ -21,6 +21,8 @@ from engine.graph import (Constant, GraphError, Node, Op, Placeholder, Variable,
 from engine.ops import (add, concat, div, dropout, exp, leaky_relu, log, log_softmax, matmul,
                         mul, neg, pow, print_, reduce_mean, reduce_sum, relu, reshape, sigmoid,
                         softmax, sub, tanh, transpose)
+from engine.graph_def import graph_def
+from engine.saver import CheckpointError, Saver, latest_checkpoint
 from engine.session import Session
 
 Print = print_
@@ -32,4 +34,5 @@ __all__ = [
     "matmul", "metrics", "mul", "neg", "ops", "optim", "placeholder", "pow", "print_",
     "reduce_mean", "reduce_sum", "relu", "reshape", "sigmoid", "softmax", "sub", "tanh",
     "topological_order", "trainable_variables", "transpose",
+    "CheckpointError", "Saver", "graph_def", "latest_checkpoint",
 ]
