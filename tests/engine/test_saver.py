@@ -368,11 +368,18 @@ def test_both_restore_paths_load_in_place_and_agree(tmp_path):
     # those plans hold, so the next run sees the checkpoint's values.
     ran = en.Session(seed=SEED + 2)
     ran.run([train, loss], feed=feed)
+    stale = ran.run(loss, feed=feed)  # both plans are compiled before the restore
     en.Saver().restore(ran, path)
     assert ran.restored_from is None
     assert differing(saved, ran.variables()) == []
     assert differing(saved, before_graph.variables()) == []
-    assert ran.run(loss, feed=feed) == before_graph.run(loss, feed=feed) == sess.run(loss, feed)
+    restored_loss = ran.run(loss, feed=feed)
+    assert restored_loss == before_graph.run(loss, feed=feed) == sess.run(loss, feed)
+    assert restored_loss != stale
+    for session in (ran, before_graph, sess):
+        session.run([train, loss], feed=feed)
+    assert differing(sess.variables(), ran.variables()) == []
+    assert differing(sess.variables(), before_graph.variables()) == []
     assert ran.rng.random() == before_graph.rng.random() == sess.rng.random()
 
 
