@@ -46,11 +46,19 @@ def gradients(loss: Node, wrt: Sequence[Node] | Node) -> list[Gradient] | Gradie
 class BackwardPass:
     """One compiled backward sweep from ``loss`` to ``targets`` inside a plan.
 
-    ``slot`` maps nodes to their index in the plan's value list. Each op gets its own
-    buffers for this pass (two losses in one run never overwrite each other's gradients).
+    ``targets`` maps each node to differentiate with respect to to the plan slots of its
+    gradient nodes; ``slot`` maps nodes to their index in the plan's value list ``vals``,
+    ``contexts`` nodes to their op contexts. Each op gets its own buffers for this pass (two
+    losses in one run never overwrite each other's gradients); ``ctx`` holds the pass's own
+    (the seed, sums of several consumers' gradients, zeros).
+
+    Compiling decides, per op, which inputs need a gradient and which inputs receive
+    gradients from several consumers (those are summed in a buffer; the others are passed
+    on as they are), so running the pass is one closure call per op.
     """
 
-    def __init__(self, loss: Node, targets: Sequence[Node], slot: dict, contexts: dict):
+    def __init__(self, loss: Node, targets: dict[Node, list[int]], slot: dict,
+                 contexts: dict, vals: list, ctx):
         self.loss = loss
         order = topological_order([loss])
         wanted = set(targets)
@@ -61,12 +69,9 @@ class BackwardPass:
             if reach[node] and isinstance(node, Gradient):
                 raise GraphError(f"second-order gradients are not supported: the loss "
                                  f"'{loss.name}' depends on {node.describe()}")
-        self.loss_slot = slot[loss]
-        self.seed_buffer: np.ndarray | None = None
         index = {node: k for k, node in enumerate(order)}
-        # grads[k]: the accumulated gradient of order[k] in this pass
-        self.size = len(order)
-        self.steps = []
+        ops = []
+        consumers = [0] * len(order)  # how many gradients flow into each node
         for node in reversed(order):
             if not reach[node] or not isinstance(node, Op):
                 continue
@@ -75,54 +80,92 @@ class BackwardPass:
                                  f"differentiate through {node.describe()}, which has no "
                                  "gradient")
             needs = tuple(reach[i] for i in node.inputs)
-            if not any(needs):
-                continue
-            ctx = contexts[node]
-            self.steps.append((node, ctx, {}, index[node], slot[node],
-                               tuple(slot[i] for i in node.inputs),
-                               tuple(index[i] for i in node.inputs), needs))
-        self.targets = [(index.get(t), t, slot[t]) for t in targets]
-        self.accumulators: dict[int, np.ndarray] = {}
-        self.zeros: dict[Node, np.ndarray] = {}
+            if any(needs):
+                ops.append((node, needs))
+                for i, need in zip(node.inputs, needs):
+                    consumers[index[i]] += need
+        self._vals, self._ctx = vals, ctx
+        self._grads: list = [None] * len(order)  # grads[k]: the gradient of order[k]
+        self._no_grads: list = [None] * len(order)
+        self._loss_slot = slot[loss]
+        self._seed = None
+        self._steps = [self._step(node, contexts[node], needs, index[node],
+                                  [slot[i] for i in node.inputs],
+                                  [index[i] for i in node.inputs], consumers)
+                       for node, needs in ops]
+        self._results = [(index.get(t), slot[t], grad_slots) for t, grad_slots in targets.items()]
 
-    def run(self, vals: list) -> dict[Node, np.ndarray]:
-        """Return the gradient of the loss for each target (arrays reused between runs)."""
-        loss_value = vals[self.loss_slot]
-        seed = self.seed_buffer
-        if seed is None or seed.shape != loss_value.shape or seed.dtype != loss_value.dtype:
-            seed = self.seed_buffer = np.ones_like(loss_value)
-        grads: list = [None] * self.size
-        grads[-1] = seed  # the loss is last in its own topological order
-        acc = self.accumulators
-        for node, ctx, buffers, k, out_slot, in_slots, in_index, needs in self.steps:
-            grad_output = grads[k]
-            if grad_output is None:
-                continue
+    def _step(self, node: Op, ctx, needs: tuple, k: int, in_slots: list, in_index: list,
+              consumers: list):
+        """The closure that runs ``node``'s backward and hands its gradients on."""
+        grads, vals, add = self._grads, self._vals, self._add
+        backward = node.backward
+        buffers: dict = {}
+        # Per input: (index, True when gradients from several consumers must be summed).
+        routes = [(j, consumers[j] > 1) for j in in_index]
+
+        def call(grad_output, inputs):
             ctx.needs_grad = needs
-            saved, ctx._active = ctx._active, buffers
+            forward_buffers, ctx._active = ctx._active, buffers
             try:
-                input_grads = node.backward(ctx, grad_output, *[vals[s] for s in in_slots])
+                return backward(ctx, grad_output, *inputs)
             finally:
-                ctx._active = saved
-            for j, g in zip(in_index, input_grads):
-                if g is None:
-                    continue
-                prev = grads[j]
-                if prev is None:
-                    grads[j] = g
-                else:
-                    # Several consumers: sum their gradients in a buffer owned by this pass.
-                    buf = acc.get(j)
-                    if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
-                        buf = acc[j] = np.empty(g.shape, g.dtype)
-                    grads[j] = np.add(prev, g, out=buf)
-        result = {}
-        for k, target, target_slot in self.targets:
+                ctx._active = forward_buffers
+
+        def route(input_grads):
+            for (j, summed), g in zip(routes, input_grads):
+                if g is not None:
+                    prev = grads[j]
+                    grads[j] = g if prev is None or not summed else add(j, prev, g)
+
+        if len(in_slots) == 2:  # the common case, spelled out: this runs for every op
+            (i0, i1), ((j0, sum0), (j1, sum1)) = in_slots, routes
+
+            def step():
+                grad_output = grads[k]
+                if grad_output is None:
+                    return
+                ctx.needs_grad = needs
+                forward_buffers, ctx._active = ctx._active, buffers
+                try:
+                    g0, g1 = backward(ctx, grad_output, vals[i0], vals[i1])
+                finally:
+                    ctx._active = forward_buffers
+                if g0 is not None:
+                    prev = grads[j0]
+                    grads[j0] = g0 if prev is None or not sum0 else add(j0, prev, g0)
+                if g1 is not None:
+                    prev = grads[j1]
+                    grads[j1] = g1 if prev is None or not sum1 else add(j1, prev, g1)
+        else:
+            def step():
+                grad_output = grads[k]
+                if grad_output is not None:
+                    route(call(grad_output, [vals[s] for s in in_slots]))
+        return step
+
+    def _add(self, j: int, prev: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """``prev + g`` in this pass's buffer for node ``j``."""
+        return np.add(prev, g, out=self._ctx.buffer(("sum", j), g.shape, g.dtype))
+
+    def run(self) -> None:
+        """Compute the gradients and store them in the slots of the gradient nodes (arrays
+        reused between runs)."""
+        vals, grads = self._vals, self._grads
+        grads[:] = self._no_grads
+        loss_value = vals[self._loss_slot]
+        seed = self._ctx.buffer("seed", loss_value.shape, loss_value.dtype)
+        if seed is not self._seed:
+            seed.fill(1)
+            self._seed = seed
+        grads[-1] = seed  # the loss is last in its own topological order
+        for step in self._steps:
+            step()
+        for k, target_slot, grad_slots in self._results:
             g = grads[k] if k is not None else None
             if g is None:  # the loss does not depend on this target
                 value = vals[target_slot]
-                g = self.zeros.get(target)
-                if g is None or g.shape != value.shape:
-                    g = self.zeros[target] = np.zeros(value.shape, loss_value.dtype)
-            result[target] = g
-        return result
+                g = self._ctx.buffer(("zeros", target_slot), value.shape, loss_value.dtype)
+                g.fill(0)
+            for s in grad_slots:
+                vals[s] = g

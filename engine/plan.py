@@ -4,11 +4,17 @@ A plan is compiled once: the topological order becomes a flat list of steps over
 value slots, each op gets a :class:`Context` whose buffers are reused between calls, the
 backward passes are prepared, and the optimizers' updates are put last. Running a plan is
 then a loop over steps that makes the numpy calls and little else.
+
+A forward-only plan (no gradient, no update: evaluation) shares one :class:`BufferPool`
+among its ops instead: an op's buffers go back to the pool as soon as no later step reads
+its value, so evaluating a deep network on many rows keeps two activations, not all of them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from operator import itemgetter
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,12 +39,45 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
+def _owner(array: np.ndarray) -> np.ndarray:
+    """The array that owns ``array``'s memory (numpy points every view at the owner)."""
+    return array if array.base is None else array.base
+
+
+class BufferPool:
+    """Aligned memory shared by the ops of a forward-only plan.
+
+    ``take`` hands out the smallest free block that is large enough (a new one if none is),
+    ``give`` takes a block back. A run asks for the same sizes in the same order every
+    time, so from the second run on nothing new is allocated.
+    """
+
+    def __init__(self):
+        self._free: list[np.ndarray] = []  # aligned uint8 blocks
+
+    def take(self, shape: tuple, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """A free block and an array of ``shape`` and ``dtype`` at its start."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        best = -1
+        for i, block in enumerate(self._free):
+            if block.nbytes >= nbytes and (best < 0 or block.nbytes < self._free[best].nbytes):
+                best = i
+        block = self._free.pop(best) if best >= 0 else aligned_empty((nbytes,), np.uint8)
+        return block, block[:nbytes].view(dtype).reshape(shape)
+
+    def give(self, block: np.ndarray) -> None:
+        self._free.append(block)
+
+
 class Context:
     """Per-op state inside one plan: reusable buffers, the forward output, run mode."""
 
-    def __init__(self, plan: "Plan"):
+    def __init__(self, plan: "Plan", pool: BufferPool | None = None):
         self._buffers: dict = {}
         self._active = self._buffers  # backward passes swap in their own buffers
+        self._pool = pool
+        self._blocks: list[np.ndarray] = []  # what this op holds from the pool
         self.output: Any = None
         self.needs_grad: tuple = ()
         self.training: bool = plan.training
@@ -46,10 +85,20 @@ class Context:
         self.float_dtype: np.dtype = plan.float_dtype
 
     def buffer(self, key, shape, dtype) -> np.ndarray:
-        """An array of ``shape`` and ``dtype`` kept for ``key`` and reused on later calls."""
+        """An array of ``shape`` and ``dtype`` kept for ``key`` and reused on later calls.
+
+        Its contents do not survive from one run to the next: in forward-only plans other
+        ops reuse the memory once this op's value is no longer needed.
+        """
         buf = self._active.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._active[key] = aligned_empty(shape, dtype)
+        if buf is not None and buf.shape == shape and buf.dtype == dtype:
+            return buf
+        if self._pool is None:
+            buf = aligned_empty(shape, dtype)
+        else:
+            block, buf = self._pool.take(tuple(shape), dtype)
+            self._blocks.append(block)
+        self._active[key] = buf
         return buf
 
     def promote(self, *arrays) -> np.dtype:
@@ -58,17 +107,79 @@ class Context:
             return self.float_dtype
         return np.result_type(*arrays)
 
+    def owns(self, value) -> bool:
+        """Whether ``value`` lives in this op's pooled buffers (rather than being a view of
+        an input, as a reshape's output is)."""
+        if not isinstance(value, np.ndarray):
+            return True
+        owner = _owner(value)
+        return any(owner is _owner(block) for block in self._blocks)
 
-def flatten_fetches(fetches) -> tuple[list[Node], Any]:
+    def release(self) -> None:
+        """Give this op's buffers back to the pool."""
+        for block in self._blocks:
+            self._pool.give(block)
+        self._blocks.clear()
+        self._buffers.clear()
+
+
+class Lifetimes:
+    """When each value of a forward-only plan can give its buffers back.
+
+    A value is done when every step reading it has run (fetched values at the end of the
+    run). An op whose output is not its own buffer (a reshape, an identity) may be a view of
+    its inputs: it keeps them alive until it is done itself.
+    """
+
+    def __init__(self, contexts: dict[int, Context], inputs: dict[int, tuple[int, ...]],
+                 fetched: Sequence[int]):
+        self.contexts, self.inputs = contexts, inputs
+        self.readers = dict.fromkeys(contexts, 0)
+        for ins in inputs.values():
+            for s in ins:
+                self.readers[s] += 1
+        for s in fetched:
+            if s in self.readers:
+                self.readers[s] += 1
+        self.remaining: dict[int, int] = {}
+        self.held: dict[int, tuple[int, ...]] = {}
+
+    def start(self) -> None:
+        self.remaining = dict(self.readers)
+        self.held.clear()
+
+    def after(self, slot: int) -> None:
+        """The op at ``slot`` has run: its inputs have one reader fewer."""
+        ctx = self.contexts[slot]
+        if ctx.owns(ctx.output):
+            for s in self.inputs[slot]:
+                self._done(s)
+        else:
+            self.held[slot] = self.inputs[slot]
+
+    def _done(self, slot: int) -> None:
+        self.remaining[slot] -= 1
+        if self.remaining[slot] == 0:
+            self.contexts[slot].release()
+            for s in self.held.pop(slot, ()):
+                self._done(s)
+
+    def finish(self) -> None:
+        """The run is over (fetches copied): every buffer goes back to the pool."""
+        for ctx in self.contexts.values():
+            ctx.release()
+
+
+def flatten_fetches(fetches) -> tuple[tuple[Node, ...], Any]:
     """The nodes in ``fetches`` (a node, list, tuple or dict) and how to rebuild the shape."""
     if isinstance(fetches, Node):
-        return [fetches], None
+        return (fetches,), None
     if isinstance(fetches, dict):
         keys = list(fetches)
-        nodes = [fetches[k] for k in keys]
+        nodes = tuple(fetches[k] for k in keys)
         structure = ("dict", keys)
     elif isinstance(fetches, (list, tuple)):
-        nodes = list(fetches)
+        nodes = tuple(fetches)
         structure = (type(fetches).__name__, len(nodes))
     else:
         raise GraphError(f"cannot fetch {type(fetches).__name__} {fetches!r}: fetch a graph node, "
@@ -80,13 +191,13 @@ def flatten_fetches(fetches) -> tuple[list[Node], Any]:
     return nodes, structure
 
 
-def rebuild(structure, values):
+def rebuild(structure, values: list):
     if structure is None:
         return values[0]
     kind, info = structure
     if kind == "dict":
         return dict(zip(info, values))
-    return tuple(values) if kind == "tuple" else list(values)
+    return tuple(values) if kind == "tuple" else values
 
 
 class Plan:
@@ -100,61 +211,72 @@ class Plan:
         self.names = resolve_names(order)
         has_updates = any(getattr(n, "is_update", False) for n in order)
         self.training = has_updates if training is None else bool(training)
+        forward_only = not has_updates and not any(isinstance(n, Gradient) for n in order)
+        self.pool = BufferPool() if forward_only else None
         slot = {node: i for i, node in enumerate(order)}
         self.order, self.slot = order, slot
         vals: list = [None] * len(order)
         self.vals = vals
-        self.feeds: list[tuple[Placeholder, int, np.dtype]] = []
-        self.feed_buffers: dict[int, np.ndarray] = {}
         contexts: dict[Node, Context] = {}
         variables: dict[str, Variable] = {}
+        loaders = []
         for node in order:
             if isinstance(node, Placeholder):
                 if node not in fed:
                     raise GraphError(f"must feed a value for placeholder '{self.names[node]}' "
                                      f"(shape {format_shape(node.shape)}, {node.dtype.name})")
                 dtype = self.float_dtype if node.dtype.kind == "f" else node.dtype
-                self.feeds.append((node, slot[node], dtype))
+                contexts[node] = Context(self, self.pool)  # holds the aligned copy if needed
+                loaders.append(self._feed_loader(node, contexts[node], dtype))
             elif isinstance(node, Variable):
                 variables[self.names[node]] = node
             elif isinstance(node, Constant):
                 dtype = self.float_dtype if node.dtype.kind == "f" else node.dtype
                 vals[slot[node]] = np.asarray(node.value, dtype=dtype)
             elif isinstance(node, Op):
-                contexts[node] = Context(self)
+                contexts[node] = Context(self, self.pool)
         for name, array in session._bind(variables).items():
             vals[slot[variables[name]]] = array
         self.contexts = contexts
+        self.loaders = loaders
+        self.feed_slots = [slot[n] for n in order if isinstance(n, Placeholder)]
 
-        # Gradient nodes: one backward pass per loss, run where the first one is needed.
-        targets_by_loss: dict[Node, list[Node]] = {}
+        # Gradient nodes: one backward pass per loss, run where the first one is needed; it
+        # writes the values of every gradient node of its loss.
+        targets_by_loss: dict[Node, dict[Node, list[int]]] = {}
         for node in order:
             if isinstance(node, Gradient):
-                targets_by_loss.setdefault(node.loss, [])
-                if node.wrt not in targets_by_loss[node.loss]:
-                    targets_by_loss[node.loss].append(node.wrt)
-        passes: dict[Node, BackwardPass] = {}
-        self.grad_results: dict[Node, dict] = {}
-        steps: list = []
-        updates: list = []
+                targets_by_loss.setdefault(node.loss, {}).setdefault(node.wrt, []).append(
+                    slot[node])
+        steps: list[Callable[[], None]] = []
+        step_slots: list[int] = []
+        updates: list[Callable[[], None]] = []
         for node in order:
             if isinstance(node, Gradient):
-                if node.loss not in passes:
-                    passes[node.loss] = BackwardPass(node.loss, targets_by_loss[node.loss],
-                                                     slot, contexts)
-                    steps.append(self._backward_step(passes[node.loss], targets_by_loss))
-                steps.append(self._gradient_step(node))
+                if node.loss in targets_by_loss:
+                    backward = BackwardPass(node.loss, targets_by_loss.pop(node.loss), slot,
+                                            contexts, vals, Context(self))
+                    steps.append(backward.run)
+                    step_slots.append(slot[node])
             elif getattr(node, "is_update", False):
-                updates.append((node, contexts[node], tuple(slot[i] for i in node.inputs)))
+                updates.append(self._update(node, contexts[node]))
             elif isinstance(node, Op):
                 steps.append(self._forward_step(node, contexts[node]))
-        self.steps = steps
-        self.updates = updates
-        self.fetch_slots = [slot[n] for n in fetch_nodes]
-        self.fetch_is_update = [getattr(n, "is_update", False) for n in fetch_nodes]
+                step_slots.append(slot[node])
+        self.steps, self.step_slots, self.updates = steps, step_slots, updates
+        self.fetch_slots = [None if getattr(n, "is_update", False) else slot[n]
+                            for n in fetch_nodes]
+        self.lifetimes = None
+        if forward_only:
+            by_slot = {slot[n]: ctx for n, ctx in contexts.items()}
+            inputs = {slot[n]: tuple(dict.fromkeys(slot[i] for i in n.inputs
+                                                   if slot[i] in by_slot))
+                      for n in order if isinstance(n, Op)}
+            self.lifetimes = Lifetimes(by_slot, inputs, [s for s in self.fetch_slots
+                                                         if s is not None])
 
     # -- step builders: closures over the value list, specialised by arity for speed
-    def _forward_step(self, node: Op, ctx: Context):
+    def _forward_step(self, node: Op, ctx: Context) -> Callable[[], None]:
         vals, out = self.vals, self.slot[node]
         ins = [self.slot[i] for i in node.inputs]
         fwd = node.forward
@@ -169,50 +291,74 @@ class Plan:
             def step():
                 ctx.output = vals[out] = fwd(ctx, vals[i0], vals[i1])
         else:
+            get = _getter(ins)
+
             def step():
-                ctx.output = vals[out] = fwd(ctx, *[vals[i] for i in ins])
+                ctx.output = vals[out] = fwd(ctx, *get(vals))
         return step
 
-    def _backward_step(self, backward: BackwardPass, targets_by_loss):
-        vals, results = self.vals, self.grad_results
-        loss = backward.loss
+    def _update(self, node: Op, ctx: Context) -> Callable[[], None]:
+        vals, apply = self.vals, node.apply
+        get = _getter([self.slot[i] for i in node.inputs])
 
-        def step():
-            results[loss] = backward.run(vals)
-        return step
+        def update():
+            apply(ctx, *get(vals))
+        return update
 
-    def _gradient_step(self, node: Gradient):
-        vals, results, out = self.vals, self.grad_results, self.slot[node]
-        loss, wrt = node.loss, node.wrt
+    def _feed_loader(self, node: Placeholder, ctx: Context, dtype: np.dtype):
+        """A function that puts the fed value of ``node`` into its slot: checked, of the
+        session's dtype, and on an aligned address (copied if needed, see ``aligned_empty``)."""
+        vals, s, name = self.vals, self.slot[node], self.names[node]
+        accepted = [None]  # the last shape that passed the checks: checked once, not per step
 
-        def step():
-            vals[out] = results[loss][wrt]
-        return step
+        def load(feed: dict) -> None:
+            value = feed[node]
+            if type(value) is not np.ndarray or value.dtype != dtype \
+                    or value.shape != accepted[0]:
+                value = check_feed(node, value, dtype, name)
+                accepted[0] = value.shape
+            if value.ctypes.data % ALIGNMENT:
+                copy = ctx.buffer("feed", value.shape, value.dtype)
+                np.copyto(copy, value)
+                value = copy
+            vals[s] = value
+        return load
 
     def run(self, feed: dict) -> list:
         vals = self.vals
-        for node, s, dtype in self.feeds:
-            value = check_feed(node, feed[node], dtype, self.names[node])
-            if value.ctypes.data % ALIGNMENT:
-                value = self._aligned_copy(s, value)
-            vals[s] = value
-        for step in self.steps:
-            step()
-        # Fetched values are copied before the updates, so they show what this step used.
-        out = [None if is_update else _copy(vals[s])
-               for s, is_update in zip(self.fetch_slots, self.fetch_is_update)]
-        for node, ctx, slots in self.updates:
-            node.apply(ctx, *[vals[s] for s in slots])
+        for load in self.loaders:
+            load(feed)
+        lifetimes = self.lifetimes
+        try:
+            if lifetimes is None:
+                for step in self.steps:
+                    step()
+            else:
+                lifetimes.start()
+                after = lifetimes.after
+                for step, s in zip(self.steps, self.step_slots):
+                    step()
+                    after(s)
+            # Fetched values are copied before the updates, so they show what this step used.
+            out = [None if s is None else _copy(vals[s]) for s in self.fetch_slots]
+        finally:
+            if lifetimes is not None:
+                lifetimes.finish()
+            for s in self.feed_slots:  # hold no reference to the caller's arrays
+                vals[s] = None
+        for update in self.updates:
+            update()
         return out
 
 
-    def _aligned_copy(self, s: int, value: np.ndarray) -> np.ndarray:
-        """Copy a fed array to an aligned buffer (see ``aligned_empty``)."""
-        buf = self.feed_buffers.get(s)
-        if buf is None or buf.shape != value.shape:
-            buf = self.feed_buffers[s] = aligned_empty(value.shape, value.dtype)
-        np.copyto(buf, value)
-        return buf
+def _getter(slots: Sequence[int]) -> Callable[[list], tuple]:
+    """``vals -> tuple(vals[s] for s in slots)``, in C."""
+    if len(slots) == 1:
+        (s,) = slots
+        return lambda vals: (vals[s],)
+    if not slots:
+        return lambda vals: ()
+    return itemgetter(*slots)
 
 
 def _copy(value):

@@ -58,14 +58,15 @@ class Session:
         if not isinstance(feed, dict):
             raise GraphError(f"feed must be a dict of placeholder -> array, got "
                              f"{type(feed).__name__}")
-        for key in feed:
-            if not isinstance(key, Placeholder):
-                what = key.describe() if isinstance(key, Node) else f"{type(key).__name__} {key!r}"
-                raise GraphError(f"can only feed placeholders, not {what}")
-        key = (tuple(nodes), frozenset(feed), training)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = Plan(self, nodes, frozenset(feed), training)
+        fed = frozenset(feed)
+        plan = self._plans.get((nodes, fed, training))
+        if plan is None:  # checked once per plan: a plan's key holds exactly these feeds
+            for key in feed:
+                if not isinstance(key, Placeholder):
+                    what = (key.describe() if isinstance(key, Node)
+                            else f"{type(key).__name__} {key!r}")
+                    raise GraphError(f"can only feed placeholders, not {what}")
+            plan = self._plans[nodes, fed, training] = Plan(self, nodes, fed, training)
         return rebuild(structure, plan.run(feed))
 
     def attach(self, *nodes: Node) -> dict[str, Variable]:
