@@ -1,0 +1,490 @@
+"""The trial context handed to ``train(config, trial)``, and one attempt's life on a worker.
+
+One attempt of one trial, in order (DESIGN, "Service contracts in detail"):
+
+1. The driver names the attempt in the trial's ``.attempt`` file (the fence) and sends a
+   :class:`TrialTask` to a worker.
+2. :func:`run_attempt` fixes the restore point: the trial's latest checkpoint that verifies
+   (falling back past damaged ones). ``trial.restore(sess)`` loads exactly that one.
+3. The run is cleaned when the trial first writes: events and ``results.jsonl`` lines at and
+   above the restore step go (from 0 when ``train`` never called ``restore``), so a run never
+   shows a step twice.
+4. ``report`` writes scalars and a ``results.jsonl`` line and queues the point for the driver;
+   ``checkpoint`` writes histograms, makes everything durable, then saves.
+5. ``train`` returns (TERMINATED, ``result.json`` written first), stops on the service's
+   request (STOPPED, or back to PENDING after Ctrl-C), or raises (``error.txt``; retried).
+
+Every write first checks the fence, so a stale attempt (a worker that outlived its driver)
+stops at its next write instead of mixing its files with the current attempt's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from service.events import RunWriter
+from service.storage import SweepPaths, TrialPaths, atomic_write_bytes, atomic_write_json
+
+CHECKPOINT_PREFIX = "ckpt"
+
+# Why a trial stops (the ``reason`` recorded in state.json and shown as a text summary).
+MAX_STEPS, EARLY_STOP, TIME_BUDGET, DIVERGED = "max-steps", "early-stop", "time-budget", "diverged"
+INTERRUPT = "interrupt"  # Ctrl-C: not a final decision, the trial goes back to PENDING
+
+
+class TrialStopped(Exception):
+    """Raised by ``trial.report`` once the service decided to stop the trial.
+
+    Let it propagate out of ``train``: the service catches it and records why (``reason``).
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(f"the service stopped this trial ({reason})")
+        self.reason = reason
+
+
+class StaleAttempt(RuntimeError):
+    """This attempt is no longer the trial's current one: it must not write anything."""
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """What the driver sends a worker for one attempt (plain data, cheap to pickle)."""
+
+    sweep_dir: str
+    trial_id: str
+    config: dict
+    attempt_id: str
+    metric: str
+    mode: str
+    stop: dict = field(default_factory=dict)    # max_steps, time_budget_s, metric_threshold
+    on_nan: str = "stop"
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    time_used: float = 0.0      # seconds this trial ran in earlier attempts (time budget)
+    last_chance: bool = False   # a failure now makes the trial ERROR (hparams FAILURE)
+
+    @property
+    def paths(self) -> TrialPaths:
+        return SweepPaths(self.sweep_dir).trial(self.trial_id)
+
+
+# ----------------------------------------------------------------- the fence
+
+class AttemptFence:
+    """Raises StaleAttempt unless the trial's ``.attempt`` file names this attempt.
+
+    The driver replaces the file atomically (a new inode) when it starts another attempt,
+    so one ``stat`` per write tells whether it changed; the content is read only then.
+    """
+
+    def __init__(self, path: Path, attempt_id: str):
+        self.path, self.attempt_id = path, attempt_id
+        self._seen: tuple | None = None
+
+    def __call__(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StaleAttempt(f"attempt {self.attempt_id}: {self.path} is gone") from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self._seen:
+            return
+        current = self.path.read_text().strip()
+        if current != self.attempt_id:
+            raise StaleAttempt(f"attempt {self.attempt_id} was superseded by {current!r}")
+        self._seen = key
+
+
+def write_fence(paths: TrialPaths, attempt_id: str) -> None:
+    """Make ``attempt_id`` the trial's current attempt (the driver does this)."""
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(paths.attempt_file, attempt_id.encode() + b"\n")
+
+
+# ----------------------------------------------------------------- metrics
+
+class MetricsSummary:
+    """A trial's last step, its metrics (tags of one step merged, a later value wins) and the
+    metrics of the step where the sweep's metric was best: ``{"step": s, **metrics}``.
+
+    The worker folds its reports into one and the driver folds the streamed reports into
+    another, with this same code.
+    """
+
+    def __init__(self, metric: str, mode: str, last_step: int | None = None,
+                 last_metrics: dict | None = None, best_metrics: dict | None = None):
+        self.metric, self.sign = metric, (1.0 if mode == "min" else -1.0)
+        self.last_step = last_step
+        self.last_metrics = dict(last_metrics or {})
+        self.best_metrics = dict(best_metrics or {})
+
+    def add(self, step: int, values: dict) -> None:
+        if step == self.last_step:
+            self.last_metrics.update(values)
+        else:
+            self.last_step, self.last_metrics = step, dict(values)
+        value = self.last_metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        best = self.best_metrics.get(self.metric)
+        if best is None or self.sign * value < self.sign * best \
+                or self.best_metrics.get("step") == step:
+            self.best_metrics = {"step": step, **self.last_metrics}
+
+    def to_dict(self) -> dict:
+        return {"last_step": self.last_step, "last_metrics": self.last_metrics,
+                "best_metrics": self.best_metrics}
+
+
+class StopRules:
+    """The spec's stop conditions, checked at every report.
+
+    They are deterministic functions of what the trial reports (save the time budget), so
+    they are applied right where the report happens: the trial then stops at exactly the
+    same step whether or not the driver was interrupted and resumed in between.
+    """
+
+    def __init__(self, task: TrialTask):
+        self.max_steps = task.stop.get("max_steps")
+        budget = task.stop.get("time_budget_s")
+        self.deadline = None if budget is None else time.monotonic() + budget - task.time_used
+        self.threshold = task.stop.get("metric_threshold")
+        self.metric, self.sign = task.metric, (1.0 if task.mode == "min" else -1.0)
+        self.stop_on_nan = task.on_nan == "stop"
+
+    def check(self, step: int, values: dict) -> str | None:
+        """The reason to stop after this report, or None."""
+        if self.stop_on_nan and not all(math.isfinite(v) for v in values.values()):
+            return DIVERGED
+        if self.threshold is not None:
+            value = values.get(self.metric)
+            if value is not None and self.sign * value <= self.sign * self.threshold:
+                return EARLY_STOP
+        if self.max_steps is not None and step + 1 >= self.max_steps:
+            return MAX_STEPS
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return TIME_BUDGET
+        return None
+
+
+# ----------------------------------------------------------------- results.jsonl
+
+def _read_results(path: Path) -> list[dict]:
+    """The intact lines of ``results.jsonl`` (a torn last line from a crash is dropped)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
+def clean_results(path: Path, resume_step: int, summary: MetricsSummary) -> None:
+    """Keep the lines of ``results.jsonl`` below ``resume_step`` (rewritten atomically when
+    any go) and fold the kept ones into ``summary``."""
+    rows = _read_results(path)
+    kept = [row for row in rows if row["step"] < resume_step]
+    if len(kept) != len(rows) or (path.exists() and not kept):
+        if kept:
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        else:
+            path.unlink(missing_ok=True)
+    for row in kept:
+        summary.add(row["step"], row.get("metrics", {}))
+
+
+# ----------------------------------------------------------------- checkpoints
+
+def restore_point(folder: Path) -> tuple[str | None, int]:
+    """The latest checkpoint in ``folder`` that verifies and its global step, or (None, 0).
+
+    Damaged checkpoints (a torn write, a flipped bit) are skipped for the one before them.
+    """
+    from engine.saver import CheckpointError, latest_checkpoint, verify_checkpoint
+
+    path = latest_checkpoint(folder) if folder.is_dir() else None
+    if path is None:
+        return None, 0
+    try:
+        return path, int(verify_checkpoint(path)["global_step"] or 0)
+    except CheckpointError:  # damaged since latest_checkpoint looked: start over
+        return None, 0
+
+
+# ----------------------------------------------------------------- the context
+
+def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict]:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"trial.report: step must be an int >= 0, got {step!r}")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise TypeError(f"trial.report: metrics must be a dict of tag -> number, got "
+                        f"{type(metrics).__name__}")
+    merged = {**metrics, **named} if metrics else named
+    if not merged:
+        raise ValueError(f"trial.report(step={step}): no metrics given")
+    values = {}
+    for tag, value in merged.items():
+        try:
+            values[tag] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"trial.report: metric {tag!r} must be a number, got "
+                            f"{type(value).__name__} {value!r}") from None
+    return int(step), values
+
+
+class Trial:
+    """The context ``train(config, trial)`` receives: report, checkpoint, restore, graph.
+
+    ``trial.id``, ``trial.config`` and ``trial.dir`` (the run's folder) are there to read.
+    """
+
+    def __init__(self, task: TrialTask, live: deque | None = None):
+        self.task = task
+        self.id, self.config = task.trial_id, dict(task.config)
+        self.paths = task.paths
+        self.dir = self.paths.dir
+        self.live = deque() if live is None else live   # (kind, ...) items for the driver
+        self.fence = AttemptFence(self.paths.attempt_file, task.attempt_id)
+        self.summary = MetricsSummary(task.metric, task.mode)
+        self.rules = StopRules(task)
+        self.started = time.time()
+        self.stop_reason: str | None = None
+        self.checkpoint_path: str | None = None
+        self._armed = False          # a stop is pending: the next report raises
+        self._writer: RunWriter | None = None
+        self._results = None
+        self._graph: dict | None = None
+        self._restored = False
+        self._saver = None
+        self.fence()
+        self.restore_path, self.restore_step = restore_point(self.paths.checkpoints)
+
+    # -- what train calls
+
+    def report(self, step: int, metrics: dict | None = None, /, **named: float) -> None:
+        """Record metrics at ``step``: ``report(step, loss=l)`` or ``report(step,
+        {"loss/val": l})``. TensorBoard scalars, a ``results.jsonl`` line, and the driver's
+        live view. Raises :class:`TrialStopped` when the service asked the trial to stop."""
+        if self._armed:
+            raise TrialStopped(self.stop_reason)
+        step, values = _as_metrics(step, metrics, named)
+        self._open()
+        self.fence()
+        self._writer.scalars(step, values)
+        self._results.write(json.dumps({"step": step, "time": time.time(), "metrics": values})
+                            + "\n")
+        self.summary.add(step, values)
+        self.live.append(("report", step, values))
+        reason = self.rules.check(step, values)
+        if reason is not None:
+            self.request_stop(reason)
+            if reason == DIVERGED:
+                raise TrialStopped(reason)   # nothing worth checkpointing after a NaN
+        # A stop asked for before or by this report: this step still counts (and can be
+        # checkpointed, see should_checkpoint); the next report raises.
+        self._armed = self.stop_reason is not None
+
+    def should_checkpoint(self, step: int) -> bool:
+        """True after every ``checkpoint_every`` steps, and once a stop was asked for (so
+        Ctrl-C and early stops leave a fresh checkpoint)."""
+        if self.stop_reason is not None:
+            self._armed = True   # this step's checkpoint is the last: the next report raises
+            return True
+        return (step + 1) % self.task.checkpoint_every == 0
+
+    def checkpoint(self, sess, step: int) -> str:
+        """Save ``sess`` after step ``step`` has run (global step ``step + 1``).
+
+        Histograms of every float variable are written at ``step`` and everything reported
+        so far is made durable before the checkpoint exists. Returns the checkpoint's path.
+        """
+        from engine import Saver
+
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"trial.checkpoint: step must be an int >= 0, got {step!r}")
+        step = int(step)
+        self._open()
+        self.fence()
+        for name, value in sess.variables().items():
+            if value.dtype.kind == "f":
+                self._writer.histogram(name, value, step)
+        self._sync()
+        self.fence()
+        if self._saver is None:
+            self._saver = Saver(max_to_keep=self.task.keep_checkpoints)
+        self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        path = self._saver.save(sess, str(self.paths.checkpoints / CHECKPOINT_PREFIX),
+                                global_step=step + 1)
+        self.checkpoint_path = str(path)
+        self.live.append(("checkpoint", step + 1, self.relative(path)))
+        return str(path)
+
+    def restore(self, sess) -> int:
+        """Load the checkpoint the service chose when this attempt started into ``sess``;
+        returns its global step (the next step to run), or 0 for a fresh trial."""
+        from engine import Saver
+
+        if self._writer is not None:
+            raise RuntimeError("trial.restore(sess) must be called before the first "
+                               "report or checkpoint of an attempt")
+        self._restored = True
+        if self.restore_path is None:
+            return 0
+        Saver().restore(sess, self.restore_path)
+        self.checkpoint_path = self.restore_path
+        return self.restore_step
+
+    def log_graph(self, node) -> None:
+        """Show the graph that computes ``node`` (or a list of nodes) in the Graphs tab."""
+        from engine import graph_def
+
+        self._graph = graph_def(node)
+        if self._writer is not None:
+            self.fence()
+            self._writer.graph(self._graph)
+
+    # -- what the service calls
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the trial to stop (any thread): ``should_checkpoint`` turns true and the
+        report after the next one raises. A final reason (early stop, time budget, max
+        steps, diverged) replaces a Ctrl-C, never the other way round."""
+        if self.stop_reason is None or self.stop_reason == INTERRUPT:
+            self.stop_reason = reason
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the sweep folder (how state.json names checkpoints)."""
+        return os.path.relpath(path, self.task.sweep_dir)
+
+    def _open(self) -> None:
+        """Clean the run at the restore step (0 without restore) and open its writers."""
+        if self._writer is not None:
+            return
+        resume = self.restore_step if self._restored else 0
+        self.fence()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.paths.params_json.exists():
+            atomic_write_json(self.paths.params_json, self.config)
+        clean_results(self.paths.results_jsonl, resume, self.summary)
+        self.live.append(("baseline", self.summary.to_dict()))
+        self._writer = RunWriter(self.dir, resume_step=resume, guard=self.fence)
+        self._writer.hparams_start(self.config, group_name=self.id, start_time=self.started)
+        if self._graph is not None:
+            self._writer.graph(self._graph)
+        self._results = open(self.paths.results_jsonl, "a", encoding="utf-8")
+
+    def _sync(self) -> None:
+        self._writer.sync()
+        self._results.flush()
+        os.fsync(self._results.fileno())
+
+    def finish(self, status: str, reason: str | None) -> None:
+        """Close the run with its hparams session end (``status``: SUCCESS or FAILURE) and,
+        for a reason, a text summary; everything durable when it returns."""
+        self._open()
+        self.fence()
+        if reason is not None:
+            self._writer.text("status", f"{status.lower()}: {reason}", self.summary.last_step
+                              or 0)
+        self._writer.hparams_end(status, time.time())
+        self._sync()
+
+    def close(self) -> None:
+        if self._results is not None:
+            self._results.close()
+            self._results = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# ----------------------------------------------------------------- one attempt
+
+def run_attempt(task: TrialTask, train: Callable, live: deque | None = None,
+                on_start: Callable[[Trial], None] | None = None) -> dict:
+    """Run ``train`` for one attempt; never raises for what ``train`` does.
+
+    Returns ``{"outcome", "state", "reason", "error", **summary, "checkpoint"}`` where
+    outcome is "finished", "stopped", "interrupted", "error" or "stale" (a superseded
+    attempt, whose result the driver ignores). ``on_start`` receives the context before
+    ``train`` runs (the worker keeps it to deliver stop requests).
+    """
+    trial = None
+    try:
+        trial = Trial(task, live)
+        if on_start is not None:
+            on_start(trial)
+        try:
+            train(dict(task.config), trial)
+            outcome, state, reason = "finished", "TERMINATED", None
+            if trial.stop_reason in (EARLY_STOP, TIME_BUDGET, DIVERGED):
+                outcome, state, reason = "stopped", "STOPPED", trial.stop_reason
+        except TrialStopped as stop:
+            if stop.reason == INTERRUPT:
+                return _result(trial, "interrupted", "PENDING", None)
+            outcome, state = ("finished", "TERMINATED") if stop.reason == MAX_STEPS else \
+                ("stopped", "STOPPED")
+            reason = None if stop.reason == MAX_STEPS else stop.reason
+        trial.finish("SUCCESS", reason)
+        result = _result(trial, outcome, state, reason)
+        # The completion record goes last: once it exists the trial is never run again.
+        atomic_write_json(task.paths.result_json,
+                          {"trial": task.trial_id, "attempt": task.attempt_id,
+                           "ended": time.time(), **result})
+        return result
+    except StaleAttempt as err:
+        return {"outcome": "stale", "state": None, "reason": str(err)}
+    except (Exception, SystemExit):  # noqa: BLE001 - any failure of train is the trial's
+        return _failed(task, trial, traceback.format_exc())
+    finally:
+        if trial is not None:
+            try:
+                trial.close()
+            except (OSError, ValueError):
+                pass
+
+
+def _result(trial: Trial, outcome: str, state: str, reason: str | None) -> dict:
+    return {"outcome": outcome, "state": state, "reason": reason, **trial.summary.to_dict(),
+            "checkpoint": None if trial.checkpoint_path is None
+            else trial.relative(trial.checkpoint_path)}
+
+
+def _failed(task: TrialTask, trial: Trial | None, text: str) -> dict:
+    """Record a failed attempt: ``error.txt`` and, when no retry is left, hparams FAILURE."""
+    fence = trial.fence if trial is not None else AttemptFence(task.paths.attempt_file,
+                                                               task.attempt_id)
+    try:
+        fence()
+        task.paths.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(task.paths.error_txt,
+                           f"attempt {task.attempt_id}\n{text}".encode())
+        if trial is not None and task.last_chance:
+            trial.finish("FAILURE", "error")
+    except StaleAttempt as err:
+        return {"outcome": "stale", "state": None, "reason": str(err)}
+    except Exception:  # noqa: BLE001 - the original failure is what matters
+        text += "\nwhile recording it:\n" + traceback.format_exc()
+    result = {"outcome": "error", "state": "ERROR", "reason": "error", "error": text}
+    if trial is not None:
+        result.update(_result(trial, "error", "ERROR", "error"))
+        result["error"] = text
+    return result
