@@ -1,0 +1,613 @@
+"""The driver: runs a sweep's trials on Ray workers, retries them, resumes and stops.
+
+``run_sweep`` prepares the sweep folder (lock, ``sweep.json``, a changed spec refused),
+reconciles the trial table with what storage holds (a ``result.json`` makes a trial final,
+whatever ``state.json`` says; attempts of a killed driver cost nothing), then runs the
+controller loop: launch PENDING trials on long-lived worker actors, fold their streamed
+reports into the table, retry failed attempts from their latest checkpoint, replace dead
+workers, and handle Ctrl-C. The driver is the only writer of ``state.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from service import cluster
+from service.events import RunWriter, write_experiment
+from service.results import SweepResult
+from service.spec import (Choice, Grid, RandInt, SpecError, Sweep, spec_differences,
+                          sweep_record)
+from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, SweepState,
+                             TrialPaths, TrialRecord, TrialState, atomic_write_bytes,
+                             atomic_write_json, check_storage, read_json)
+from service.trial import (INTERRUPT, AttemptFence, MetricsSummary, StaleAttempt, TrialTask,
+                           write_fence)
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+POLL_INTERVAL = 0.2          # seconds between live-result polls of one worker
+STATE_INTERVAL = 0.5         # state.json: at most this often for state changes ...
+METRICS_INTERVAL = 5.0       # ... and this often when only live metrics changed
+PROGRESS_INTERVAL = 0.5
+FAILURES = ("error", "worker-died")
+
+
+def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None = "local",
+              max_concurrent: int | None = None, restart: bool = False, resume: bool = False,
+              retry_errored: bool = False, progress: bool | None = None,
+              out: TextIO | None = None) -> tuple[SweepResult, int]:
+    """Run (or resume) ``sweep``; returns its result and the exit status (DESIGN): 0 every
+    trial TERMINATED or STOPPED, 1 some in ERROR, 130 interrupted (resumable).
+
+    ``storage`` defaults to the spec's; ``address`` "local" starts an embedded Ray (None:
+    ``RAY_ADDRESS`` or local); ``max_concurrent`` defaults to the spec's, else the cluster's
+    CPUs / CPUs per trial. ``restart`` moves an existing folder aside and starts over;
+    ``resume`` requires the folder to exist; ``retry_errored`` runs ERROR trials again.
+    ``progress``: a live status line (default: when ``out`` is a terminal). A changed spec
+    raises SpecError and a held lock LockHeld (a StorageError), both before Ray starts.
+    """
+    out = sys.stdout if out is None else out
+    paths = SweepPaths(check_storage(storage or sweep.spec.storage) / sweep.name)
+    lock = open_sweep_folder(sweep, paths, restart=restart, resume=resume, out=out)
+    try:
+        state, retry_base = reconcile(sweep, paths, retry_errored=retry_errored)
+        state.save(paths.state_json)
+        write_experiment(paths.root, hparam_domains(sweep), [sweep.metric])
+        status = EXIT_OK
+        runnable = [t for t in state.trials if t.state == TrialState.PENDING]
+        if runnable:
+            with cluster.connect(address) as info:
+                concurrency = max_concurrent or sweep.spec.max_concurrent or \
+                    cluster.default_concurrency(info.cpus, sweep.spec.resources)
+                controller = Controller(sweep, paths, state, retry_base, concurrency,
+                                        Progress(out, progress, len(state.trials), sweep))
+                status = controller.run()
+        result = SweepResult(paths.root, sweep.name, sweep.metric, sweep.mode, state.trials)
+        if status != EXIT_INTERRUPTED:
+            status = EXIT_ERRORS if result.errored else EXIT_OK
+            print(result.table(), file=out, flush=True)
+        else:
+            print(f"gradsweep: interrupted; running trials were checkpointed and stay PENDING. "
+                  f"Resume with:\n  python -m service resume {shlex.quote(str(paths.root))}",
+                  file=sys.stderr, flush=True)
+        result.exit_status = status
+        return result, status
+    finally:
+        lock.release()
+
+
+# ----------------------------------------------------------------- the sweep folder
+
+def open_sweep_folder(sweep: Sweep, paths: SweepPaths, *, restart: bool, resume: bool,
+                      out: TextIO) -> SweepLock:
+    """Lock the sweep's folder and make sure its ``sweep.json`` matches ``sweep``.
+
+    A folder launched with another spec is refused (the message lists the differences)
+    unless ``restart``, which renames it aside (never deleting it) and starts afresh.
+    Returns the held lock.
+    """
+    if resume and not paths.sweep_json.is_file():
+        raise StorageError(f"{str(paths.root)!r} is not a sweep folder (no sweep.json)")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock = SweepLock(paths.lock)
+    lock.acquire()
+    try:
+        record = read_json(paths.sweep_json, "sweep record") if paths.sweep_json.is_file() \
+            else None
+        if record is not None and restart:
+            lock.release()
+            aside = move_aside(paths.root)
+            print(f"gradsweep: --restart: the previous sweep was moved to {aside}", file=out)
+            paths.root.mkdir(parents=True)
+            lock = SweepLock(paths.lock)
+            lock.acquire()
+            record = None
+        new = sweep_record(sweep)
+        if record is None:
+            atomic_write_json(paths.sweep_json, new)
+        elif record.get("spec_hash") != new["spec_hash"]:
+            diffs = spec_differences(record.get("spec") or {}, new["spec"])
+            raise SpecError(f"sweep {sweep.name!r} in {str(paths.root)!r} was launched with "
+                            f"another spec ({'; '.join(diffs) or 'its hash differs'}); "
+                            "relaunch with --restart to start over (the old folder is kept "
+                            "aside), or give the sweep another name")
+        elif (record.get("source_file"), record.get("train_name")) != \
+                (new["source_file"], new["train_name"]):
+            # Same spec launched from another file: resume must find the file used now.
+            atomic_write_json(paths.sweep_json, {**record, "source_file": new["source_file"],
+                                                 "train_name": new["train_name"]})
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def move_aside(root: Path) -> Path:
+    """Rename a sweep folder to ``<name>.old-<time>`` (a fresh name) and return it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        aside = root.with_name(f"{root.name}.old-{stamp}" + (f"-{n}" if n else ""))
+        if not aside.exists():
+            root.rename(aside)
+            return aside
+    raise StorageError(f"cannot find a free name to move {str(root)!r} aside")
+
+
+def read_result(paths: TrialPaths) -> dict | None:
+    """A trial's completion record, or None when it has none (or an unreadable one)."""
+    try:
+        result = read_json(paths.result_json, "trial result")
+    except StorageError:
+        return None
+    ok = isinstance(result, dict) and result.get("state") in ("TERMINATED", "STOPPED")
+    return result if ok else None
+
+
+def reconcile(sweep: Sweep, paths: SweepPaths, *, retry_errored: bool
+              ) -> tuple[SweepState, dict[str, int]]:
+    """The trial table to run from: ``state.json`` corrected by what storage holds.
+
+    Trials with a completion record are final; final trials without one run again; RUNNING
+    trials of a driver that died are PENDING again, their open attempt "driver-lost" (it
+    costs no retry); ERROR trials run again with ``retry_errored`` (with a fresh budget:
+    the returned dict gives the failures that no longer count); a pending trial's
+    checkpoint is the latest one that verifies on storage.
+    """
+    from engine import latest_checkpoint
+
+    old: dict[str, TrialRecord] = {}
+    if paths.state_json.exists():
+        old = SweepState.load(paths.state_json).by_id()
+    trials, retry_base = [], {}
+    now = time.time()
+    for spec in sweep.trials():
+        record = old.get(spec.id) or TrialRecord(spec.id, spec.index, spec.config)
+        record.index, record.config = spec.index, spec.config
+        tpaths = paths.trial(spec.id)
+        for attempt in record.attempts:
+            if attempt.outcome is None:
+                attempt.outcome, attempt.ended = "driver-lost", attempt.ended or now
+        done = read_result(tpaths)
+        if done is not None:
+            record.state, record.reason = TrialState(done["state"]), done.get("reason")
+            apply_summary(record, done)
+            trials.append(record)
+            continue
+        if record.state == TrialState.ERROR and retry_errored:
+            retry_base[spec.id] = record.failed_attempts
+            record.state = TrialState.PENDING
+        elif record.state != TrialState.ERROR:
+            record.state, record.reason = TrialState.PENDING, None
+        latest = latest_checkpoint(tpaths.checkpoints) if tpaths.checkpoints.is_dir() else None
+        record.checkpoint = None if latest is None else str(Path(latest).relative_to(paths.root))
+        trials.append(record)
+    return SweepState(sweep.name, sweep.spec_hash(), trials), retry_base
+
+
+def apply_summary(record: TrialRecord, summary: dict) -> None:
+    """Copy a worker's metrics summary (and checkpoint, when it names one) into a record."""
+    record.last_step = summary.get("last_step")
+    record.last_metrics = dict(summary.get("last_metrics") or {})
+    record.best_metrics = dict(summary.get("best_metrics") or {})
+    if summary.get("checkpoint"):
+        record.checkpoint = summary["checkpoint"]
+
+
+def hparam_domains(sweep: Sweep) -> dict[str, list | tuple]:
+    """The HParams experiment's domains: the values of grids and choices, else intervals."""
+    domains: dict[str, list | tuple] = {}
+    for name, domain in sweep.spec.space.items():
+        if isinstance(domain, (Grid, Choice)):
+            domains[name] = list(domain.values)
+        elif isinstance(domain, RandInt):
+            domains[name] = (float(domain.low), float(domain.high - 1))
+        else:
+            domains[name] = (float(domain.low), float(domain.high))
+    return domains
+
+
+# ----------------------------------------------------------------- Ctrl-C
+
+class Interrupts:
+    """SIGINT while the controller runs: the first asks for a graceful stop, the second
+    raises KeyboardInterrupt at once. Only installed from the main thread."""
+
+    def __init__(self):
+        self.count = 0
+        self._previous = None
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            print("\ngradsweep: stopping: running trials checkpoint and stop (Ctrl-C again to "
+                  "exit at once)", file=sys.stderr, flush=True)
+        else:
+            raise KeyboardInterrupt
+
+
+# ----------------------------------------------------------------- progress
+
+class Progress:
+    """One status line rewritten in place on a terminal; silent otherwise. Events (retries,
+    errors) go to stderr either way."""
+
+    def __init__(self, out: TextIO, enabled: bool | None, total: int, sweep: Sweep):
+        self.out, self.total = out, total
+        self.enabled = _isatty(out) if enabled is None else bool(enabled)
+        self.metric, self.sign = sweep.metric, (1.0 if sweep.mode == "min" else -1.0)
+        self.started = time.monotonic()
+        self._shown = 0.0
+        self._width = 0
+
+    def update(self, trials: list[TrialRecord], running: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._shown < PROGRESS_INTERVAL):
+            return
+        self._shown = now
+        done = sum(t.state in (TrialState.TERMINATED, TrialState.STOPPED) for t in trials)
+        failed = sum(t.state == TrialState.ERROR for t in trials)
+        values = [t.best_metrics.get(self.metric) for t in trials]
+        values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        best = f"{min(values, key=lambda v: self.sign * v):.4g}" if values else "-"
+        elapsed = int(now - self.started)
+        line = (f"{done}/{self.total} done, {running} running, {failed} failed, best "
+                f"{self.metric} {best}, {elapsed // 60:02d}:{elapsed % 60:02d} elapsed")
+        self.out.write("\r" + line.ljust(self._width))
+        self.out.flush()
+        self._width = len(line)
+
+    def event(self, message: str) -> None:
+        self.clear()
+        print(f"gradsweep: {message}", file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        if self.enabled and self._width:
+            self.out.write("\r" + " " * self._width + "\r")
+            self.out.flush()
+            self._width = 0
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------- the controller
+
+@dataclass
+class Running:
+    """One attempt in flight."""
+
+    record: TrialRecord
+    attempt: Attempt
+    worker: Any
+    summary: MetricsSummary
+    stop: str | None = None
+    stop_sent: bool = False
+    poll_ref: Any = None
+    polled_at: float = field(default_factory=time.monotonic)
+
+
+class Controller:
+    """The loop that runs a sweep's PENDING trials on a pool of worker actors."""
+
+    def __init__(self, sweep: Sweep, paths: SweepPaths, state: SweepState,
+                 retry_base: dict[str, int], concurrency: int, progress: Progress):
+        import ray
+
+        from service.worker import worker_class
+
+        self.ray = ray
+        self.sweep, self.spec, self.paths, self.state = sweep, sweep.spec, paths, state
+        self.retry_base = retry_base
+        self.concurrency = max(1, int(concurrency))
+        self.progress = progress
+        self.queue = deque(t for t in state.trials if t.state == TrialState.PENDING)
+        self.running: dict[Any, Running] = {}     # run ref -> attempt
+        self.polls: dict[Any, Running] = {}       # poll ref -> attempt
+        self.infos: dict[Any, Any] = {}           # info ref -> worker
+        self.worker_info: dict[Any, dict] = {}    # worker -> {"node", "pid"}
+        self.idle: list = []
+        self.workers: list = []
+        cpus = float(self.spec.resources.get("cpu", 1.0))
+        self.worker_cls = worker_class().options(**cluster.actor_options(self.spec.resources))
+        self.worker_args = (cpus,)
+        self.train_ref = ray.put(sweep.train)
+        self.interrupts = Interrupts()
+        self.state_dirty = self.metrics_dirty = False
+        self.saved_at = time.monotonic()
+
+    # -- the loop
+
+    def run(self) -> int:
+        """Run until every trial is final (or Ctrl-C); returns EXIT_OK or EXIT_INTERRUPTED."""
+        ray = self.ray
+        with self.interrupts:
+            try:
+                while self.queue or self.running:
+                    if self.interrupts.count:
+                        self.stop_all(INTERRUPT)
+                        if not self.running:
+                            break
+                    else:
+                        self.launch_ready()
+                    self.send_polls()
+                    refs = list(self.running) + list(self.polls) + list(self.infos)
+                    ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_INTERVAL)
+                    if ready:
+                        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                    for ref in ready:
+                        if ref in self.polls:
+                            self.take_poll(ref)
+                        elif ref in self.infos:
+                            self.take_info(ref)
+                    for ref in ready:
+                        if ref in self.running:
+                            self.finish(ref)
+                    self.save_state()
+                    self.progress.update(self.state.trials, len(self.running))
+            except KeyboardInterrupt:
+                self.abandon_running()
+            finally:
+                self.progress.clear()
+                self.save_state(force=True)
+                self.release_workers()
+        return EXIT_INTERRUPTED if self.interrupts.count else EXIT_OK
+
+    def launch_ready(self) -> None:
+        while self.queue and len(self.running) < self.concurrency:
+            self.launch(self.queue.popleft())
+
+    def launch(self, record: TrialRecord) -> None:
+        """Start an attempt: name it in the trial's fence, then hand it to a worker."""
+        attempt = Attempt(id=f"{record.index}.{len(record.attempts) + 1}-{uuid.uuid4().hex[:8]}",
+                          started=time.time())
+        write_fence(self.paths.trial(record.id), attempt.id)
+        record.attempts.append(attempt)
+        record.state, record.reason = TrialState.RUNNING, None
+        spec = self.spec
+        task = TrialTask(
+            sweep_dir=str(self.paths.root), trial_id=record.id, config=record.config,
+            attempt_id=attempt.id, metric=spec.metric, mode=spec.mode,
+            stop=spec.stop.model_dump(exclude_none=True), on_nan=spec.on_nan,
+            checkpoint_every=spec.checkpoint_every, keep_checkpoints=spec.keep_checkpoints,
+            time_used=sum(a.ended - a.started for a in record.attempts
+                          if a.ended is not None and a.started is not None),
+            last_chance=self.failures(record) >= spec.max_failures)
+        worker = self.idle.pop() if self.idle else self.new_worker()
+        info = self.worker_info.get(worker)
+        if info is not None:
+            attempt.node, attempt.pid = info["node"], info["pid"]
+        ref = worker.run.remote(task, self.train_ref)
+        summary = MetricsSummary(spec.metric, spec.mode, record.last_step, record.last_metrics,
+                                 record.best_metrics)
+        self.running[ref] = Running(record, attempt, worker, summary)
+        self.state_dirty = True
+
+    def new_worker(self):
+        worker = self.worker_cls.remote(*self.worker_args)
+        self.workers.append(worker)
+        # Where it runs is known once it started; asked now, answered without blocking.
+        self.infos[worker.info.remote()] = worker
+        return worker
+
+    def take_info(self, ref) -> None:
+        worker = self.infos.pop(ref)
+        try:
+            info = self.worker_info[worker] = self.ray.get(ref)
+        except self.ray.exceptions.RayError:
+            return
+        for run in self.running.values():
+            if run.worker is worker and run.attempt.pid is None:
+                run.attempt.node, run.attempt.pid = info["node"], info["pid"]
+                self.state_dirty = True
+
+    def failures(self, record: TrialRecord) -> int:
+        """Failed attempts that count against max_failures (since --retry-errored)."""
+        return record.failed_attempts - self.retry_base.get(record.id, 0)
+
+    # -- live results
+
+    def send_polls(self) -> None:
+        now = time.monotonic()
+        for run in self.running.values():
+            due = now - run.polled_at >= POLL_INTERVAL or (run.stop and not run.stop_sent)
+            if run.poll_ref is None and due:
+                # The stop rides along with every poll until the attempt ends: a request
+                # racing with the attempt's start is repeated.
+                run.poll_ref = run.worker.poll.remote(run.attempt.id, run.stop)
+                run.polled_at, run.stop_sent = now, run.stop is not None
+                self.polls[run.poll_ref] = run
+
+    def take_poll(self, ref) -> None:
+        run = self.polls.pop(ref)
+        run.poll_ref = None
+        try:
+            items = self.ray.get(ref)
+        except self.ray.exceptions.RayError:
+            return  # the worker died: its run ref says so
+        self.fold(run, items)
+
+    def fold(self, run: Running, items: list) -> None:
+        """Apply streamed items: reports, checkpoints, and the attempt's cleaned baseline."""
+        record, summary = run.record, run.summary
+        for item in items:
+            kind = item[0]
+            if kind == "report":
+                summary.add(item[1], item[2])
+            elif kind == "checkpoint":
+                record.checkpoint = item[2]
+            elif kind == "baseline":
+                baseline = item[1]
+                summary.last_step = baseline["last_step"]
+                summary.last_metrics = dict(baseline["last_metrics"])
+                summary.best_metrics = dict(baseline["best_metrics"])
+        if items:
+            record.last_step = summary.last_step
+            record.last_metrics = summary.last_metrics
+            record.best_metrics = summary.best_metrics
+            self.metrics_dirty = True
+
+    # -- attempts ending
+
+    def finish(self, ref) -> None:
+        """Record how an attempt ended and decide what comes next for its trial."""
+        ray = self.ray
+        run = self.running.pop(ref)
+        if run.poll_ref is not None:  # fold the last live items before the final ones
+            self.polls.pop(run.poll_ref, None)
+            try:
+                self.fold(run, ray.get(run.poll_ref))
+            except ray.exceptions.RayError:
+                pass
+            run.poll_ref = None
+        if run.attempt.pid is None:  # a short attempt: where it ran is still on its way
+            for info_ref, worker in list(self.infos.items()):
+                if worker is run.worker:
+                    self.take_info(info_ref)
+            info = self.worker_info.get(run.worker)
+            if info is not None:
+                run.attempt.node, run.attempt.pid = info["node"], info["pid"]
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as err:
+            result = {"outcome": "worker-died", "error": f"the worker died: {err}"}
+            self.discard_worker(run.worker)
+        except ray.exceptions.RayError as err:
+            result = {"outcome": "error", "error": str(err)}
+            self.discard_worker(run.worker)
+        else:
+            self.idle.append(run.worker)
+            self.fold(run, result.pop("items", []))
+            if "last_step" in result:
+                apply_summary(run.record, result)
+        record, attempt = run.record, run.attempt
+        outcome = result["outcome"]
+        attempt.ended, attempt.outcome = time.time(), outcome
+        self.state_dirty = True
+        if outcome in ("finished", "stopped"):
+            record.state, record.reason = TrialState(result["state"]), result.get("reason")
+            if outcome == "stopped":
+                self.progress.event(f"trial {record.id} STOPPED ({record.reason})")
+        elif outcome == "interrupted":
+            record.state = TrialState.PENDING
+        elif outcome == "stale":  # another attempt took over this trial: not ours to judge
+            record.state = TrialState.PENDING
+            self.queue.appendleft(record)
+        else:
+            self.failed(run, result)
+
+    def failed(self, run: Running, result: dict) -> None:
+        """A failed attempt: retry from the latest checkpoint, or ERROR when out of retries."""
+        record, attempt = run.record, run.attempt
+        paths = self.paths.trial(record.id)
+        error = result.get("error") or "unknown error"
+        if result["outcome"] == "worker-died":
+            attempt.outcome = "worker-died"
+            record_worker_death(paths, attempt.id, error)
+        failures = self.failures(record)
+        last_line = error.strip().splitlines()[-1] if error.strip() else error
+        if failures <= self.spec.max_failures:
+            record.state = TrialState.PENDING
+            self.queue.appendleft(record)
+            self.progress.event(f"trial {record.id} failed (attempt {len(record.attempts)}, "
+                                f"{failures} of {self.spec.max_failures} retries used): "
+                                f"{last_line}; retrying from its latest checkpoint")
+        else:
+            record.state, record.reason = TrialState.ERROR, "error"
+            if result["outcome"] == "worker-died":
+                close_failed_run(paths, attempt.id)
+            self.progress.event(f"trial {record.id} ended in ERROR after {len(record.attempts)} "
+                                f"attempt(s): {last_line} (see {paths.error_txt})")
+
+    def discard_worker(self, worker) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        self.worker_info.pop(worker, None)
+        try:
+            self.ray.kill(worker)
+        except Exception:  # noqa: BLE001 - it is gone already
+            pass
+
+    # -- stopping
+
+    def stop_all(self, reason: str) -> None:
+        """Ask every running attempt to stop (delivered by the next poll)."""
+        for run in self.running.values():
+            run.stop = reason
+
+    def abandon_running(self) -> None:
+        """Second Ctrl-C: leave running trials PENDING at once (their workers go with Ray);
+        they resume from their latest checkpoints."""
+        now = time.time()
+        for run in self.running.values():
+            run.attempt.ended, run.attempt.outcome = now, "interrupted"
+            run.record.state = TrialState.PENDING
+        self.running.clear()
+        self.polls.clear()
+        self.infos.clear()
+        self.interrupts.count = max(self.interrupts.count, 2)
+        self.state_dirty = True
+
+    def release_workers(self) -> None:
+        for worker in self.workers:
+            try:
+                self.ray.kill(worker)
+            except Exception:  # noqa: BLE001 - best effort: Ray may be going down
+                pass
+        self.workers.clear()
+        self.idle.clear()
+
+    # -- state.json
+
+    def save_state(self, force: bool = False) -> None:
+        """Write state.json when something changed, at a bounded rate (always if forced)."""
+        since = time.monotonic() - self.saved_at
+        due = (self.state_dirty and since >= STATE_INTERVAL) or \
+            (self.metrics_dirty and since >= METRICS_INTERVAL)
+        if not (due or (force and (self.state_dirty or self.metrics_dirty))):
+            return
+        self.state.save(self.paths.state_json)
+        self.saved_at = time.monotonic()
+        self.state_dirty = self.metrics_dirty = False
+
+
+# ----------------------------------------------------------------- a worker's death
+
+def record_worker_death(paths: TrialPaths, attempt_id: str, error: str) -> None:
+    """error.txt for an attempt whose worker died (it could not write its own)."""
+    try:
+        AttemptFence(paths.attempt_file, attempt_id)()
+        atomic_write_bytes(paths.error_txt, f"attempt {attempt_id}\n{error}\n".encode())
+    except (StaleAttempt, OSError):
+        pass
+
+
+def close_failed_run(paths: TrialPaths, attempt_id: str) -> None:
+    """Mark the run FAILURE in TensorBoard for a trial whose last worker died."""
+    try:
+        with RunWriter(paths.dir, guard=AttemptFence(paths.attempt_file, attempt_id)) as writer:
+            writer.text("status", "failure: the worker died", 0)
+            writer.hparams_end("FAILURE", time.time())
+    except (StaleAttempt, OSError):
+        pass

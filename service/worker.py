@@ -1,0 +1,96 @@
+"""The Ray actor that runs trials: long-lived, one trial at a time, reused across trials.
+
+The driver calls ``run`` (which blocks for a whole attempt) and, meanwhile, ``poll`` from a
+second actor thread: ``poll`` hands back the reports queued since the last call (live
+results) and delivers the driver's stop requests. Reporting costs the trial one deque
+append; the driver pays one small Ray call per worker per poll interval.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Callable
+
+from service.trial import Trial, TrialTask, run_attempt
+
+
+def blas_threads(cpus: float) -> int:
+    """BLAS threads for a trial given ``cpus``: its whole CPUs, at least one."""
+    return max(1, int(cpus))
+
+
+def limit_blas_threads(threads: int) -> bool:
+    """Make numpy's BLAS use ``threads`` threads in this process; False if unknown how.
+
+    Ray sets OMP_NUM_THREADS for its workers, but numpy's BLAS has read its settings at
+    import, before that; threadpoolctl changes the running library's thread count.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn and dev
+        return False
+    threadpool_limits(limits=threads, user_api="blas")
+    return True
+
+
+class TrialWorker:
+    """Runs one trial attempt at a time (wrapped by ``ray.remote`` in :func:`worker_class`)."""
+
+    def __init__(self, cpus: float = 1.0):
+        self.threads = blas_threads(cpus)
+        limit_blas_threads(self.threads)
+        self.live: deque = deque()
+        self.trial: Trial | None = None
+        self.attempt_id: str | None = None
+        self.pending_stop: str | None = None
+
+    def info(self) -> dict:
+        """Where this worker runs: node id and pid (recorded with each attempt)."""
+        import ray
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "blas_threads": self.threads}
+
+    def run(self, task: TrialTask, train: Callable) -> dict:
+        """Run one attempt; returns its outcome with the reports not yet polled."""
+        self.live.clear()
+        self.trial, self.attempt_id, self.pending_stop = None, task.attempt_id, None
+        try:
+            result = run_attempt(task, train, self.live, on_start=self._started)
+        finally:
+            self.trial, self.attempt_id = None, None
+        result["items"] = self._drain()
+        return result
+
+    def _started(self, trial: Trial) -> None:
+        self.trial = trial
+        if self.pending_stop is not None:  # a stop that arrived before train started
+            trial.request_stop(self.pending_stop)
+
+    def poll(self, attempt_id: str, stop: str | None = None) -> list:
+        """The live items queued by attempt ``attempt_id`` since the last poll; ``stop``
+        (a reason) asks that attempt to stop. Items of another attempt are never returned."""
+        if attempt_id != self.attempt_id:
+            return []
+        if stop is not None:
+            trial = self.trial
+            if trial is None:
+                self.pending_stop = stop
+            else:
+                trial.request_stop(stop)
+        return self._drain()
+
+    def _drain(self) -> list:
+        live, items = self.live, []
+        # popleft is atomic: items appended meanwhile wait for the next poll.
+        for _ in range(len(live)):
+            items.append(live.popleft())
+        return items
+
+
+def worker_class():
+    """``TrialWorker`` as a Ray actor class: two threads, so ``poll`` runs beside ``run``."""
+    import ray
+
+    return ray.remote(max_concurrency=2)(TrialWorker)
