@@ -19,6 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+sweep: $(STAMP)
+	$(BIN)/python experiments/triangle.py
+	@echo "Watch it in TensorBoard: $(BIN)/python -m service tensorboard logs"
+	@echo "  then open http://127.0.0.1:6006/ (the HPARAMS tab compares the trials)"
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/engine_step.py
