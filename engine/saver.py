@@ -200,12 +200,19 @@ def environment() -> dict:
 
 
 def _environment_differences(saved: dict | None) -> list[str]:
+    """``"key: saved X, now Y"`` for every setting that differs from this process's."""
     if not isinstance(saved, dict):
         return ["no build information was recorded"]
-    here = environment()
-    return [f"{key}: saved {saved.get(key)!r}, now {here[key]!r}"
-            for key in ("numpy", "blas", "cpu_features", "machine", "cpus", "settings")
-            if saved.get(key) != here[key]]
+
+    def flat(env: dict) -> dict:
+        settings = env.get("settings")
+        return {**{k: env.get(k) for k in ("numpy", "blas", "cpu_features", "machine", "cpus")},
+                **{k: settings.get(k) if isinstance(settings, dict) else None
+                   for k in BLAS_SETTINGS}}
+
+    then, now = flat(saved), flat(environment())
+    return [f"{key}: saved {then[key]!r}, now {now[key]!r}" for key in now
+            if then[key] != now[key]]
 
 
 # -- the random generator's state, as JSON without pickle

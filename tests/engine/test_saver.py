@@ -441,7 +441,8 @@ def test_restoring_under_another_build_warns(tmp_path):
     manifest["environment"]["numpy"] = "1.0.0"
     manifest["environment"]["settings"]["OMP_NUM_THREADS"] = "7"
     Path(path + ".json").write_text(json.dumps(saver_module._seal(manifest)))
-    with pytest.warns(CheckpointWarning, match=r"last bits.*numpy: saved '1.0.0'.*OMP_NUM"):
+    expected = r"last bits.*numpy: saved '1.0.0'.*OMP_NUM_THREADS: saved '7', now"
+    with pytest.warns(CheckpointWarning, match=expected):
         en.Saver().restore(en.Session(), path)
 
 
