@@ -28,7 +28,7 @@ from service import Sweep, grid
 QUICK = "--quick" in sys.argv[1:] or os.environ.get("GRADSWEEP_QUICK") == "1"
 
 X0 = 2.0
-STEPS = 20 if QUICK else 100
+STEPS = 20 if QUICK else 50
 
 
 def train(config, trial):
@@ -53,7 +53,7 @@ else:
     space = {"lr": grid([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1])}
 
 sweep = Sweep(name="quadratic-quick" if QUICK else "quadratic", train=train, space=space,
-              metric="loss", mode="min", checkpoint_every=10 if QUICK else 50)
+              metric="loss", mode="min", checkpoint_every=10 if QUICK else 25)
 
 if __name__ == "__main__":
     sys.exit(sweep.run().exit_status)
