@@ -35,7 +35,7 @@ import time
 import uuid
 import warnings
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -110,32 +110,30 @@ def _json_temp(path: str, obj) -> _TempFile:
     return temp
 
 
-def _fsync_all(temps: Sequence[_TempFile]) -> None:
-    """fsync several files at once: concurrent fsyncs share the filesystem's journal
-    commits, where one after another each waits for a commit of its own."""
-    errors: list[BaseException] = []
+class _InBackground:
+    """Runs ``fn()`` in a thread; ``join`` waits for it and re-raises what it raised."""
 
-    def fsync(temp: _TempFile) -> None:
+    def __init__(self, fn: Callable[[], None]):
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
         try:
-            temp.fsync()
-        except BaseException as e:  # re-raised in the caller's thread
-            errors.append(e)
+            fn()
+        except BaseException as e:  # handed to the caller's thread by join
+            self._error = e
 
-    threads = [threading.Thread(target=fsync, args=(t,)) for t in temps[1:]]
-    for thread in threads:
-        thread.start()
-    fsync(temps[0])
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _publish(folder: str, *groups: Sequence[_TempFile]) -> None:
-    """Make every file durable, then rename the groups into place one after another, each
-    followed by an fsync of the folder: a later group (the state file) can only become
-    visible after the earlier ones (the checkpoint) are durable under their final names."""
-    _fsync_all([t for group in groups for t in group])
+    """Rename groups of fsynced files into place one after another, each followed by an
+    fsync of the folder: a later group (the state file) can only become visible after the
+    earlier ones (the checkpoint) are durable under their final names."""
     for group in groups:
         for temp in group:
             temp.publish()
@@ -583,14 +581,20 @@ class Saver:
             # names a half-replaced one.
             self._kept = [n for n in self._kept if n != name]
             self._preserved = [n for n in self._preserved if n != name]
-            _publish(folder, [_json_temp(os.path.join(folder, STATE_FILE), self._state())])
+            state_temp = _json_temp(os.path.join(folder, STATE_FILE), self._state())
+            state_temp.fsync()
+            _publish(folder, [state_temp])
         path = os.path.join(folder, name)
         data_file, manifest_file = _files(path)
         before = (list(self._kept), list(self._preserved), self._last_preserved)
         temps: list[_TempFile] = []
+        syncing = None
         try:
             temps.append(_TempFile(data_file))
             size, sha256 = _write_npz(temps[0].file, arrays)
+            # The data file's fsync (the long one) runs while the small files are written;
+            # concurrent fsyncs also share the filesystem's journal commits.
+            syncing = _InBackground(temps[0].fsync)
             temps.append(_json_temp(manifest_file, _seal({
                 "format": FORMAT, "version": VERSION, "global_step": global_step,
                 "wall_time": time.time(), "data_file": name + ".npz", "size": size,
@@ -603,9 +607,16 @@ class Saver:
             dropped = self._apply_retention()
             state = self._state()
             temps.append(_json_temp(os.path.join(folder, STATE_FILE), state))
+            for temp in temps[1:]:
+                temp.fsync()
+            syncing.join()
+            syncing = None
             # The checkpoint's files first, the state file naming it last.
             _publish(folder, temps[:2], temps[2:])
         except BaseException:
+            if syncing is not None:
+                with contextlib.suppress(BaseException):
+                    syncing.join()  # never close a file another thread is syncing
             for temp in temps:
                 temp.discard()
             self._kept, self._preserved, self._last_preserved = before
