@@ -53,8 +53,8 @@ def make_data(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 
 def train(config, trial):
     data = make_data()
-    raw = en.placeholder((None, N_RAW), name="raw")
-    features = en.placeholder((None, 2), name="features")
+    raw = en.placeholder((None, N_RAW), name="raw_inputs")
+    features = en.placeholder((None, 2), name="high_level_features")
     y = en.placeholder((None, 1), name="y")
     raw_branch = en.layers.mlp(raw, [32, 16], activation="relu", output_activation="relu",
                                name="raw")
