@@ -45,12 +45,16 @@ def spirals(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return points.astype(np.float32), labels[:, None].astype(np.float32)
 
 
-def train(config, trial):
-    # One fixed data set for every trial: 1200 points to train on, 400 to validate, 400 to test.
-    points, labels = spirals(2000, seed=0)
-    splits = {"train": slice(0, 1200), "val": slice(1200, 1600), "test": slice(1600, 2000)}
-    data = {name: (points[s], labels[s]) for name, s in splits.items()}
+def load_splits(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One fixed data set for every trial, ``{"train" | "val" | "test": (points, labels)}``:
+    1200 points to train on, 400 to validate, 400 to test."""
+    points, labels = spirals(2000, seed)
+    cuts = {"train": slice(0, 1200), "val": slice(1200, 1600), "test": slice(1600, 2000)}
+    return {name: (points[cut], labels[cut]) for name, cut in cuts.items()}
 
+
+def train(config, trial):
+    data = load_splits()
     x = en.placeholder((None, 2), name="x")
     y = en.placeholder((None, 1), name="y")
     sizes = [config["width"]] * config["depth"] + [1]
