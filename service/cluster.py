@@ -112,6 +112,24 @@ def actor_options(resources: dict[str, float]) -> dict:
     return options
 
 
+def unplaceable(resources: dict[str, float]) -> str | None:
+    """Why no node of the connected cluster can run one trial with ``resources``, or None."""
+    import ray
+
+    wanted = {"CPU": float(resources.get("cpu", 1.0)), "GPU": float(resources.get("gpu", 0.0)),
+              "memory": float(resources.get("memory", 0.0))}
+    wanted.update({k: float(v) for k, v in resources.items() if k not in ("cpu", "gpu", "memory")})
+    wanted = {k: v for k, v in wanted.items() if v > 0}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in nodes):
+        return None
+    largest = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in wanted}
+    short = [f"{k.lower()} {v:g} (the largest node has {largest[k]:g})"
+             for k, v in wanted.items() if largest[k] < v]
+    return "no node of the cluster can run a trial: it asks for " + ", ".join(
+        short or [f"{k.lower()} {v:g}" for k, v in wanted.items()] + ["on one node"])
+
+
 def default_concurrency(cpus_in_cluster: float, resources: dict[str, float]) -> int:
     """DESIGN's default ``max_concurrent``: the cluster's CPUs / CPUs per trial, at least 1."""
     per_trial = float(resources.get("cpu", 1.0))

@@ -66,6 +66,11 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
         runnable = [t for t in state.trials if t.state == TrialState.PENDING]
         if runnable:
             with cluster.connect(address) as info:
+                problem = cluster.unplaceable(sweep.spec.resources)
+                if problem and not (info.owned and not info.embedded):
+                    raise SpecError(f"resources: {problem}")
+                if problem:   # a joined cluster may still grow (autoscaling): say so, wait
+                    print(f"gradsweep: warning: resources: {problem}", file=sys.stderr)
                 concurrency = max_concurrent or sweep.spec.max_concurrent or \
                     cluster.default_concurrency(info.cpus, sweep.spec.resources)
                 controller = Controller(sweep, paths, state, retry_base, concurrency,
@@ -239,7 +244,7 @@ class Interrupts:
         if self.count == 1:
             print("\ngradsweep: stopping: running trials checkpoint and stop (Ctrl-C again to "
                   "exit at once)", file=sys.stderr, flush=True)
-        else:
+        elif self.count == 2:   # later ones wait for the state to be saved
             raise KeyboardInterrupt
 
 

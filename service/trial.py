@@ -229,6 +229,21 @@ def restore_point(folder: Path) -> tuple[str | None, int]:
         return None, 0
 
 
+def remove_leftovers(paths: TrialPaths) -> None:
+    """Delete temporary files an earlier attempt left half-written (a killed worker's)."""
+    for folder in (paths.dir, paths.checkpoints):
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith(".") and ".tmp" in name:
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
+
+
 # ----------------------------------------------------------------- the context
 
 def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict]:
@@ -287,8 +302,7 @@ class Trial:
             raise TrialStopped(self.stop_reason)
         step, values = _as_metrics(step, metrics, named)
         self._open()
-        self.fence()
-        self._writer.scalars(step, values)
+        self._writer.scalars(step, values)      # checks the fence first
         self._results.write(json.dumps({"step": step, "time": time.time(), "metrics": values})
                             + "\n")
         self.summary.add(step, values)
@@ -381,6 +395,7 @@ class Trial:
         resume = self.restore_step if self._restored else 0
         self.fence()
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.paths)
         if not self.paths.params_json.exists():
             atomic_write_json(self.paths.params_json, self.config)
         clean_results(self.paths.results_jsonl, resume, self.summary)

@@ -34,6 +34,15 @@ def limit_blas_threads(threads: int) -> bool:
     return True
 
 
+def blas_thread_counts() -> list[int]:
+    """The thread count of each BLAS library loaded in this process (empty if unknown)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover
+        return []
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
 class TrialWorker:
     """Runs one trial attempt at a time (wrapped by ``ray.remote`` in :func:`worker_class`)."""
 
@@ -50,7 +59,7 @@ class TrialWorker:
         import ray
 
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "blas_threads": self.threads}
+                "blas_threads": blas_thread_counts()}
 
     def run(self, task: TrialTask, train: Callable) -> dict:
         """Run one attempt; returns its outcome with the reports not yet polled."""

@@ -72,10 +72,20 @@ def test_failures_nan_and_a_dead_worker(local_ray, sweep_file, tmp_path, capsys)
         {k: v for k, v in before.items() if k != errored.id}
 
 
-def test_workers_are_reused_and_concurrency_is_honoured(local_ray, sweep_file, tmp_path):
+def test_workers_are_reused_and_concurrency_is_honoured(local_ray, sweep_file, tmp_path,
+                                                       monkeypatch):
+    from service import driver
+
+    saves = []
+    original = SweepState.save
+    monkeypatch.setattr(SweepState, "save",
+                        lambda self, path: (saves.append(time.monotonic()), original(self, path)))
     sweep = load_sweep_file(sweep_file("grid12"))
     out = io.StringIO()
     result, status = run_sweep(sweep, storage=str(tmp_path / "one"), max_concurrent=1, out=out)
+    # state.json: once at the start, then at a bounded rate, then once at the end
+    gaps = [b - a for a, b in zip(saves[1:-1], saves[2:-1])]
+    assert len(saves) >= 3 and all(gap >= driver.STATE_INTERVAL for gap in gaps)
     assert status == 0 and len(result.trials) == 12
     assert len({t.attempts[0].pid for t in result.trials}) == 1      # one actor, reused
     spans = sorted((t.attempts[0].started, t.attempts[0].ended) for t in result.trials)
@@ -174,3 +184,42 @@ def test_the_example_sweep_learns_the_triangle(local_ray, tmp_path):
     assert best.config["lr"] == 0.1 and best.value < 0.1 and best.step == 499
     fast = [t for t in result.trials if t.config["lr"] == 0.1]
     assert all(t.last_metrics["accuracy/val"] >= 0.95 for t in fast)
+
+
+def test_a_worker_streams_reports_while_running_and_stops_when_asked(local_ray, sweep_file,
+                                                                      tmp_path):
+    import ray
+
+    from service.trial import INTERRUPT, TrialTask, write_fence
+    from service.worker import worker_class
+
+    sweep = load_sweep_file(sweep_file("slow"))
+    spec = next(t for t in sweep.trials() if t.config["seed"] == 2)    # 180 steps, ~4 s
+    task = TrialTask(sweep_dir=str(tmp_path), trial_id=spec.id, config=spec.config,
+                     attempt_id="a1", metric=sweep.metric, mode=sweep.mode)
+    write_fence(task.paths, "a1")
+    worker = worker_class().options(num_cpus=1).remote(1.0)
+    try:
+        assert ray.get(worker.info.remote())["blas_threads"] == [1]   # follows its one CPU
+        run = worker.run.remote(task, sweep.train)
+        streamed, deadline = [], time.monotonic() + 60
+        while not any(item[0] == "report" and item[1] >= 10 for item in streamed):
+            assert time.monotonic() < deadline
+            streamed += ray.get(worker.poll.remote("a1"))
+            time.sleep(0.05)
+        assert ray.get(worker.poll.remote("another attempt")) == []
+        ready, _ = ray.wait([run], timeout=0)
+        assert not ready                                   # live results, trial still running
+        assert streamed[0][0] == "baseline" and [i[1] for i in streamed[1:11]] == list(range(10))
+        ray.get(worker.poll.remote("a1", INTERRUPT))
+        result = ray.get(run, timeout=30)
+    finally:
+        ray.kill(worker)
+    assert result["outcome"] == "interrupted" and result["last_step"] < 170
+    assert result["checkpoint"].endswith(f"ckpt-{result['last_step'] + 1}")
+
+
+def test_resources_no_node_has_are_refused(local_ray, sweep_file, tmp_path):
+    sweep = load_sweep_file(sweep_file("grid12")).replace(resources={"cpu": 64})
+    with pytest.raises(SpecError, match=r"resources: .*cpu 64 \(the largest node has 2\)"):
+        run_sweep(sweep, storage=str(tmp_path), out=io.StringIO())

@@ -269,3 +269,44 @@ def test_ctrl_c_then_resume_gives_the_results_of_an_uninterrupted_run(local_ray,
         assert ours == theirs, t.id
         assert written_points(sweep_dir / t.id)["loss"] == \
             written_points(reference.root / t.id)["loss"]
+
+
+def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(local_ray, sweep_file,
+                                                                   tmp_path):
+    import threading
+
+    path = sweep_file("slow")
+    path.write_text(path.read_text().replace("SLEEP = 0.02", "SLEEP = 0.005"))
+    sweep_dir = tmp_path / "logs" / "slow"
+    timings = {}
+
+    def press_ctrl_c_twice():
+        deadline = time.monotonic() + 60
+        while not any(progress(p)[1] >= 10 for p in trial_dirs(sweep_dir)):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        timings["second"] = time.monotonic()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c_twice)
+    presser.start()
+    result, status = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
+                               progress=False)
+    returned = time.monotonic()
+    presser.join()
+    assert status == 130 and returned - timings["second"] < 5
+    state = SweepState.load(sweep_dir / "state.json")
+    assert {t.state for t in state.trials} <= {TrialState.PENDING, TrialState.TERMINATED}
+    assert any(t.attempts and t.attempts[-1].outcome == "interrupted" for t in state.trials)
+    # the workers were killed in the middle of a step: resume still gives clean runs
+    result, status = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
+                               resume=True, progress=False)
+    assert status == 0
+    for t in result.trials:
+        starts = calls(path)[t.id]
+        problems = step_problems(written_points(sweep_dir / t.id), t.last_step + 1,
+                                 fresh_until(starts, t.last_step + 1))
+        assert problems == [], t.id
