@@ -232,14 +232,15 @@ class Plan:
                 variables[self.names[node]] = node
             elif isinstance(node, Constant):
                 dtype = self.float_dtype if node.dtype.kind == "f" else node.dtype
-                vals[slot[node]] = np.asarray(node.value, dtype=dtype)
+                value = np.asarray(node.value, dtype=dtype)
+                vals[slot[node]] = aligned_empty(value.shape, dtype)
+                vals[slot[node]][...] = value
             elif isinstance(node, Op):
                 contexts[node] = Context(self, self.pool)
         for name, array in session._bind(variables).items():
             vals[slot[variables[name]]] = array
         self.contexts = contexts
         self.loaders = loaders
-        self.feed_slots = [slot[n] for n in order if isinstance(n, Placeholder)]
 
         # Gradient nodes: one backward pass per loss, run where the first one is needed; it
         # writes the values of every gradient node of its loss.
@@ -306,8 +307,13 @@ class Plan:
         return update
 
     def _feed_loader(self, node: Placeholder, ctx: Context, dtype: np.dtype):
-        """A function that puts the fed value of ``node`` into its slot: checked, of the
-        session's dtype, and on an aligned address (copied if needed, see ``aligned_empty``)."""
+        """A function that puts the fed value of ``node`` into its slot: checked, and copied
+        into an aligned buffer of the session's dtype.
+
+        Always copying keeps results independent of where (and with which strides) the
+        caller's array lives (see ``aligned_empty``); it costs about what finding out
+        whether a copy is needed does, and large arrays are rarely 64-byte aligned anyway.
+        """
         vals, s, name = self.vals, self.slot[node], self.names[node]
         accepted = [None]  # the last shape that passed the checks: checked once, not per step
 
@@ -317,11 +323,9 @@ class Plan:
                     or value.shape != accepted[0]:
                 value = check_feed(node, value, dtype, name)
                 accepted[0] = value.shape
-            if value.ctypes.data % ALIGNMENT:
-                copy = ctx.buffer("feed", value.shape, value.dtype)
-                np.copyto(copy, value)
-                value = copy
-            vals[s] = value
+            copy = ctx.buffer("feed", value.shape, dtype)
+            np.copyto(copy, value, casting="same_kind")
+            vals[s] = copy
         return load
 
     def run(self, feed: dict) -> list:
@@ -344,8 +348,6 @@ class Plan:
         finally:
             if lifetimes is not None:
                 lifetimes.finish()
-            for s in self.feed_slots:  # hold no reference to the caller's arrays
-                vals[s] = None
         for update in self.updates:
             update()
         return out
@@ -368,7 +370,8 @@ def _copy(value):
 
 
 def check_feed(node: Placeholder, value, dtype: np.dtype, name: str) -> np.ndarray:
-    """The fed value as an array of ``dtype``, or a clear error naming the placeholder."""
+    """The fed value as an array that casts to ``dtype``, or a clear error naming the
+    placeholder."""
     if type(value) is not np.ndarray or value.dtype != dtype:
         try:
             given = np.asarray(value)
@@ -380,7 +383,7 @@ def check_feed(node: Placeholder, value, dtype: np.dtype, name: str) -> np.ndarr
             raise GraphError(f"placeholder '{name}' expects {dtype_name(dtype)} of shape "
                              f"{format_shape(node.shape)}, was fed {given.dtype.name} of shape "
                              f"{format_shape(given.shape)}")
-        value = np.ascontiguousarray(given, dtype=dtype)
+        value = given  # converted while copied into the plan's buffer
     shape = node.shape
     if shape is not None:
         vs = value.shape

@@ -14,6 +14,9 @@ def sum_to_shape(ctx, key, grad: np.ndarray, shape: tuple) -> np.ndarray:
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
+    if lead > 0 and grad.shape[lead:] == shape:  # a bias added to a batch: one reduction
+        return np.add.reduce(grad, axis=0 if lead == 1 else tuple(range(lead)),
+                             out=ctx.buffer(key, shape, grad.dtype))
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and grad.shape[lead + i] != 1)
     kept = tuple(1 if i in axes else d for i, d in enumerate(grad.shape))

@@ -26,8 +26,12 @@ class _Binary(Op):
         return f"{self.type_name} '{self.given_name}'" if self.given_name else self.type_name
 
     def _out(self, ctx, a, b):
+        sa, sb = a.shape, b.shape
         try:
-            shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
+            # The common cases (equal shapes, a bias added to a batch) without numpy's
+            # general broadcast_shapes, which costs more than the addition itself.
+            shape = sa if sa == sb or (len(sb) <= len(sa) and sa[len(sa) - len(sb):] == sb) \
+                else np.broadcast_shapes(sa, sb)
         except ValueError:  # shapes known only when fed
             raise GraphError(f"{self._label()}: shapes {format_shape(a.shape)} and "
                              f"{format_shape(b.shape)} do not broadcast") from None
