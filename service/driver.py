@@ -10,6 +10,7 @@ workers, and handle Ctrl-C. The driver is the only writer of ``state.json``.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import signal
@@ -38,7 +39,6 @@ POLL_INTERVAL = 0.2          # seconds between live-result polls of one worker
 STATE_INTERVAL = 0.5         # state.json: at most this often for state changes ...
 METRICS_INTERVAL = 5.0       # ... and this often when only live metrics changed
 PROGRESS_INTERVAL = 0.5
-FAILURES = ("error", "worker-died")
 
 
 def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None = "local",
@@ -180,7 +180,9 @@ def reconcile(sweep: Sweep, paths: SweepPaths, *, retry_errored: bool
         tpaths = paths.trial(spec.id)
         for attempt in record.attempts:
             if attempt.outcome is None:
-                attempt.outcome, attempt.ended = "driver-lost", attempt.ended or now
+                # It ended unseen: count its time (time budgets) up to its last durable report.
+                attempt.outcome = "driver-lost"
+                attempt.ended = max(attempt.started or now, last_report_time(tpaths) or 0.0)
         done = read_result(tpaths)
         if done is not None:
             record.state, record.reason = TrialState(done["state"]), done.get("reason")
@@ -196,6 +198,23 @@ def reconcile(sweep: Sweep, paths: SweepPaths, *, retry_errored: bool
         record.checkpoint = None if latest is None else str(Path(latest).relative_to(paths.root))
         trials.append(record)
     return SweepState(sweep.name, sweep.spec_hash(), trials), retry_base
+
+
+def last_report_time(paths: TrialPaths) -> float | None:
+    """The time of the last intact line of a trial's results.jsonl, or None."""
+    try:
+        with open(paths.results_jsonl, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return float(json.loads(line)["time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def apply_summary(record: TrialRecord, summary: dict) -> None:

@@ -138,8 +138,8 @@ def test_reconcile_trusts_storage_and_a_killed_driver_costs_no_attempt(sweep_fil
     now = time.time()
     records = [
         TrialRecord(specs[0].id, 0, specs[0].config, TrialState.RUNNING,
-                    attempts=[Attempt("0.1", started=now - 5, outcome="error"),
-                              Attempt("0.2", started=now - 1)]),
+                    attempts=[Attempt("0.1", started=now - 500, outcome="error"),
+                              Attempt("0.2", started=now - 100)]),
         TrialRecord(specs[1].id, 1, specs[1].config, TrialState.PENDING),
         TrialRecord(specs[2].id, 2, specs[2].config, TrialState.TERMINATED),
         TrialRecord(specs[3].id, 3, specs[3].config, TrialState.ERROR, reason="error"),
@@ -149,10 +149,15 @@ def test_reconcile_trusts_storage_and_a_killed_driver_costs_no_attempt(sweep_fil
     atomic_write_json(paths.trial(specs[1].id).result_json,
                       {"state": "STOPPED", "reason": "diverged", "last_step": 5,
                        "last_metrics": {"loss": float("nan")}, "best_metrics": {}})
+    paths.trial(specs[0].id).dir.mkdir()
+    paths.trial(specs[0].id).results_jsonl.write_text(
+        json.dumps({"step": 0, "time": now - 90, "metrics": {"loss": 1.0}}) + "\n{\"step\": 1, ")
     state, _ = reconcile(sweep, paths, retry_errored=False)
     got = state.by_id()
     assert got[specs[0].id].state == TrialState.PENDING
     assert [a.outcome for a in got[specs[0].id].attempts] == ["error", "driver-lost"]
+    # the lost attempt ran until its last durable report, not until the driver came back
+    assert got[specs[0].id].attempts[1].ended == now - 90
     assert got[specs[0].id].failed_attempts == 1
     assert (got[specs[1].id].state, got[specs[1].id].reason) == (TrialState.STOPPED, "diverged")
     assert got[specs[2].id].state == TrialState.PENDING     # no completion record on storage
