@@ -177,20 +177,6 @@ def test_cluster_options():
         cluster.resolve_address(" ")
 
 
-def test_the_example_sweep_learns_the_triangle(local_ray, tmp_path):
-    from pathlib import Path
-
-    example = Path(__file__).resolve().parents[2] / "experiments" / "triangle.py"
-    result, status = run_sweep(load_sweep_file(example), storage=str(tmp_path),
-                               out=io.StringIO())
-    assert status == 0 and len(result.trials) == 12
-    assert {t.state for t in result.trials} == {TrialState.TERMINATED}
-    best = result.best()
-    assert best.config["lr"] == 0.1 and best.value < 0.1 and best.step == 499
-    fast = [t for t in result.trials if t.config["lr"] == 0.1]
-    assert all(t.last_metrics["accuracy/val"] >= 0.95 for t in fast)
-
-
 def test_a_worker_streams_reports_while_running_and_stops_when_asked(local_ray, sweep_file,
                                                                       tmp_path):
     import ray
