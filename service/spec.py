@@ -178,8 +178,9 @@ def check_name(name: str, what: str) -> str:
 
 
 class StopSpec(BaseModel):
-    """When a trial stops early (STOPPED): after ``max_steps`` steps, after
-    ``time_budget_s`` seconds of its own running time, or once the sweep's metric reaches
+    """When a trial ends before ``train`` returns: after ``max_steps`` steps (its budget:
+    TERMINATED, as Ray Tune's stop criteria), or as a final decision (STOPPED) after
+    ``time_budget_s`` seconds of its own running time or once the sweep's metric reaches
     ``metric_threshold`` (below it for mode ``min``, above for ``max``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
