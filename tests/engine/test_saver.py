@@ -111,11 +111,10 @@ def assert_final_names_complete(folder: Path) -> None:
 @pytest.mark.parametrize("point", ["before-data-rename", "after-data-rename",
                                    "after-manifest-rename"])
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, point):
-    run_worker("crash", "--point", point, "--folder", tmp_path, "--ref", tmp_path / "ref.npz",
+    folder = tmp_path / "checkpoints"
+    run_worker("crash", "--point", point, "--folder", folder, "--ref", tmp_path / "ref.npz",
                expect=(17, -9))
-    ref = load(tmp_path / "ref.npz")
-    os.unlink(tmp_path / "ref.npz")
-    entries = set(os.listdir(tmp_path))
+    entries = set(os.listdir(folder))
     # The child really died where it was told to.
     if point == "before-data-rename":
         assert "ckpt-3.npz" not in entries and any(e.startswith(".ckpt-3.npz") for e in entries)
@@ -123,22 +122,22 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, point):
         assert "ckpt-3.npz" in entries and "ckpt-3.json" not in entries
     else:
         assert {"ckpt-3.npz", "ckpt-3.json"} <= entries
-        verify_checkpoint(tmp_path / "ckpt-3")  # complete, but not yet named by the state
-    assert json.loads((tmp_path / "checkpoint").read_text())["latest"] == "ckpt-2"
-    assert_final_names_complete(tmp_path)
+        verify_checkpoint(folder / "ckpt-3")  # complete, but not yet named by the state
+    assert json.loads((folder / "checkpoint").read_text())["latest"] == "ckpt-2"
+    assert_final_names_complete(folder)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", CheckpointWarning)
-        latest = en.latest_checkpoint(tmp_path)
-    assert latest == str(tmp_path / "ckpt-2")
+        latest = en.latest_checkpoint(folder)
+    assert latest == str(folder / "ckpt-2")
     model = build("sgd")
     sess = en.Session(seed=SEED + 1)
     en.Saver().restore(sess, latest)
-    assert differing(ref, sess.variables()) == []
-    # A new process's saver carries on in the same folder.
+    assert differing(load(tmp_path / "ref.npz"), sess.variables()) == []
+    # A saver in another process carries on in the same folder.
     run_steps(sess, model, 2, 3)
-    path = en.Saver().save(sess, tmp_path / "ckpt", global_step=3)
-    assert en.latest_checkpoint(tmp_path) == path
+    path = en.Saver().save(sess, folder / "ckpt", global_step=3)
+    assert en.latest_checkpoint(folder) == path
     verify_checkpoint(path)
 
 
