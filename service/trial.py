@@ -286,6 +286,7 @@ class Trial:
         self._armed = False          # a stop is pending: the next report raises
         self._writer: RunWriter | None = None
         self._results = None
+        self._pending: tuple[int, dict] | None = None   # scalars of the latest step
         self._graph: dict | None = None
         self._restored = False
         self._saver = None
@@ -302,7 +303,7 @@ class Trial:
             raise TrialStopped(self.stop_reason)
         step, values = _as_metrics(step, metrics, named)
         self._open()
-        self._writer.scalars(step, values)      # checks the fence first
+        self._write_scalars(step, values)
         self._results.write(json.dumps({"step": step, "time": time.time(), "metrics": values})
                             + "\n")
         self.summary.add(step, values)
@@ -406,7 +407,25 @@ class Trial:
             self._writer.graph(self._graph)
         self._results = open(self.paths.results_jsonl, "a", encoding="utf-8")
 
+    def _write_scalars(self, step: int, values: dict) -> None:
+        """Hold the scalars of the latest step until another step is reported (or a
+        checkpoint, or the end): a step reported twice shows each tag once in TensorBoard,
+        the later value winning, as DESIGN says."""
+        pending = self._pending
+        if pending is not None and pending[0] == step:
+            pending[1].update(values)
+            return
+        self._flush_scalars()
+        self._pending = (step, dict(values))
+
+    def _flush_scalars(self) -> None:
+        if self._pending is not None:
+            step, values = self._pending
+            self._pending = None
+            self._writer.scalars(step, values)      # checks the fence first
+
     def _sync(self) -> None:
+        self._flush_scalars()
         self._writer.sync()
         self._results.flush()
         os.fsync(self._results.fileno())
@@ -423,6 +442,11 @@ class Trial:
         self._sync()
 
     def close(self) -> None:
+        if self._writer is not None:
+            try:
+                self._flush_scalars()
+            except StaleAttempt:
+                pass
         if self._results is not None:
             self._results.close()
             self._results = None

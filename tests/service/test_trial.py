@@ -156,7 +156,9 @@ def test_a_superseded_attempt_writes_nothing_more(tmp_path):
 
     result = run_attempt(task, make_train(hook=take_over))
     assert result["outcome"] == "stale"
-    assert [s for s, _ in written_points(task.paths.dir)["loss"]] == [0, 1, 2, 3]
+    # step 3's scalars were still held (a step may be reported again) when the attempt was
+    # superseded: they are never written
+    assert [s for s, _ in written_points(task.paths.dir)["loss"]] == [0, 1, 2]
     assert results_steps(task) == [0, 1, 2, 3]
     assert not task.paths.result_json.exists() and not task.paths.error_txt.exists()
     assert not task.paths.checkpoints.exists()          # the step-4 checkpoint never happened
@@ -256,3 +258,17 @@ def test_report_merges_a_step_and_names_a_bad_metric(tmp_path):
         trial.report(4, loss=0.4)
     trial.close()
     assert results_steps(task) == [0, 0, 1, 3]
+
+
+def test_a_step_reported_twice_shows_each_tag_once_with_the_later_value(tmp_path):
+    task = make_task(tmp_path)
+    trial = Trial(task)
+    trial.report(0, loss=2.0, accuracy=0.1)
+    trial.report(0, {"loss": 1.5, "loss/val": 3.0})     # same step: merged, later value wins
+    trial.report(1, loss=1.0)
+    trial.report(1, loss=0.75)
+    trial.close()
+    points = written_points(task.paths.dir)
+    assert points["loss"] == [(0, 1.5), (1, 0.75)]
+    assert points["accuracy"] == [(0, pytest.approx(0.1))] and points["loss/val"] == [(0, 3.0)]
+    assert results_steps(task) == [0, 0, 1, 1]           # one line per report call
