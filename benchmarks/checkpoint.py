@@ -74,10 +74,11 @@ def baseline_restore(path: str, digest: str) -> dict:
         return {k: npz[k] for k in npz.files}
 
 
-def timed(fn, *args) -> float:
+def timed(fn, *args):
+    """(milliseconds, result) of ``fn(*args)``."""
     start = time.perf_counter()
-    fn(*args)
-    return (time.perf_counter() - start) * 1e3
+    result = fn(*args)
+    return (time.perf_counter() - start) * 1e3, result
 
 
 def main() -> None:
@@ -95,14 +96,18 @@ def main() -> None:
         base_path = os.path.join(folder, "baseline.npz")
         times = {k: [] for k in ("save", "base_save", "restore", "base_restore")}
         for i in range(args.repeats + 3):  # the first three are warm-up
-            sample = {
-                "save": timed(saver.save, sess, os.path.join(folder, "ckpt"), i),
-                "base_save": timed(baseline_save, arrays, base_path),
-            }
-            digest = baseline_save(arrays, base_path)
-            latest = saver.last_checkpoints[-1]
-            sample["restore"] = timed(saver.restore, sess, latest)
-            sample["base_restore"] = timed(baseline_restore, base_path, digest)
+            # Alternate who goes first, so neither always follows the other's disk writes.
+            sample = {}
+            for op in (("save", "base_save") if i % 2 else ("base_save", "save")):
+                if op == "save":
+                    sample[op], latest = timed(saver.save, sess, os.path.join(folder, "ckpt"), i)
+                else:
+                    sample[op], digest = timed(baseline_save, arrays, base_path)
+            for op in (("restore", "base_restore") if i % 2 else ("base_restore", "restore")):
+                if op == "restore":
+                    sample[op], _ = timed(saver.restore, sess, latest)
+                else:
+                    sample[op], _ = timed(baseline_restore, base_path, digest)
             if i >= 3:
                 for k, v in sample.items():
                     times[k].append(v)

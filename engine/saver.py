@@ -36,7 +36,7 @@ import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -330,18 +330,36 @@ def verify_checkpoint(path: str | os.PathLike) -> dict:
 # -- the npz format, written and read without pickle
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An uncompressed ``.npz`` of ``arrays`` (what ``np.savez`` writes), never pickling.
+class _HashingWriter:
+    """Passes writes on to a file and hashes them. It tells its position but cannot seek,
+    so zipfile streams every member once (sizes in data descriptors) and the hash is the
+    file's, with no second read and no file-sized buffer in memory."""
 
-    Built in memory: hashing it there and writing it in one call is faster than streaming
-    it to the file in small pieces or reading the file back to hash it.
-    """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    def __init__(self, f: BinaryIO):
+        self._f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        written = self._f.write(data)
+        self.size += written
+        return written
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> tuple[int, str]:
+    """Write an uncompressed ``.npz`` of ``arrays`` (what ``np.savez`` writes, never
+    pickling) to ``f``; returns its size and sha256."""
+    out = _HashingWriter(f)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, array in arrays.items():
             with zf.open(name + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
-    return buf.getvalue()
+    return out.size, out.sha256.hexdigest()
 
 
 def _npz_arrays(data: bytes, data_file: str) -> dict[str, np.ndarray]:
@@ -572,16 +590,15 @@ class Saver:
         temps: list[_TempFile] = []
         syncing = None
         try:
-            data = _npz_bytes(arrays)
             temps.append(_TempFile(data_file))
-            temps[0].file.write(data)
+            size, sha256 = _write_npz(temps[0].file, arrays)
             # The data file's fsync (the long one) runs while the small files are written;
             # concurrent fsyncs also share the filesystem's journal commits.
             syncing = _InBackground(temps[0].fsync)
             temps.append(_json_temp(manifest_file, _seal({
                 "format": FORMAT, "version": VERSION, "global_step": global_step,
-                "wall_time": time.time(), "data_file": name + ".npz", "size": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "wall_time": time.time(), "data_file": name + ".npz", "size": size,
+                "sha256": sha256,
                 "variables": [{"name": k, "shape": list(a.shape), "dtype": a.dtype.name}
                               for k, a in arrays.items()],
                 "rng": rng_state, "environment": environment(),
