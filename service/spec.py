@@ -40,28 +40,28 @@ class _Domain(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Grid(_Domain):
+class _Values(_Domain):
+    values: list[Scalar] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, values):
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"values must be finite, got {v}")
+        return values
+
+
+class Grid(_Values):
     """Every value, in order: the sweep runs the product of all grids."""
 
     type: Literal["grid"] = "grid"
-    values: list[Scalar] = Field(min_length=1)
-
-    @field_validator("values")
-    @classmethod
-    def _finite(cls, values):
-        return _check_values(values)
 
 
-class Choice(_Domain):
+class Choice(_Values):
     """One value drawn uniformly per trial."""
 
     type: Literal["choice"] = "choice"
-    values: list[Scalar] = Field(min_length=1)
-
-    @field_validator("values")
-    @classmethod
-    def _finite(cls, values):
-        return _check_values(values)
 
 
 class _Interval(_Domain):
@@ -113,13 +113,6 @@ Domain = Annotated[Union[Grid, Choice, Uniform, LogUniform, RandInt],
                    Field(discriminator="type")]
 DOMAINS = {"grid": Grid, "choice": Choice, "uniform": Uniform, "loguniform": LogUniform,
            "randint": RandInt}
-
-
-def _check_values(values):
-    for v in values:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"values must be finite, got {v}")
-    return values
 
 
 class _Pending:
