@@ -25,6 +25,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def _import_tensorboardx_without_torch() -> None:
+    """Import the tensorboardX package without importing torch.
+
+    tensorboardX's ``__init__`` imports torch when it is installed, for type hints only (its
+    PyTorch helpers import torch themselves when called): about a second of every worker's
+    start, for protos that need none of it. ``import torch`` fails for the duration of that
+    one import (tensorboardX expects it may); a torch already imported is used as it is.
+    """
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None     # makes ``import torch`` raise ImportError
+    try:
+        import tensorboardX  # noqa: F401
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+
+
+_import_tensorboardx_without_torch()   # before the imports of its modules below
+
 from google.protobuf import struct_pb2
 from tensorboardX.proto import (api_pb2, attr_value_pb2, event_pb2, graph_pb2, node_def_pb2,
                                 plugin_hparams_pb2, plugin_text_pb2, summary_pb2, tensor_pb2,
