@@ -35,7 +35,10 @@ from service.trial import (INTERRUPT, AttemptFence, MetricsSummary, StaleAttempt
                            write_fence)
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-POLL_INTERVAL = 0.2          # seconds between live-result polls of one worker
+POLL_INTERVAL = 0.2          # the loop's longest sleep; and how long a poll waits for a
+                             # report (so a stop request is delivered at most this late)
+LIVE_GAP = 0.02              # seconds between a worker's polls: a flood of reports comes
+                             # in batches, yet each report arrives within a few gaps
 STATE_INTERVAL = 0.5         # state.json: at most this often for state changes ...
 METRICS_INTERVAL = 5.0       # ... and this often when only live metrics changed
 PROGRESS_INTERVAL = 0.5
@@ -329,7 +332,7 @@ class Running:
     stop: str | None = None
     stop_sent: bool = False
     poll_ref: Any = None
-    polled_at: float = field(default_factory=time.monotonic)
+    next_poll: float = field(default_factory=lambda: time.monotonic() + LIVE_GAP)
 
 
 class Controller:
@@ -377,7 +380,7 @@ class Controller:
                         self.launch_ready()
                     self.send_polls()
                     refs = list(self.running) + list(self.polls) + list(self.infos)
-                    ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_INTERVAL)
+                    ready, _ = ray.wait(refs, num_returns=1, timeout=self.sleep_time())
                     if ready:
                         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
                     for ref in ready:
@@ -453,19 +456,29 @@ class Controller:
     # -- live results
 
     def send_polls(self) -> None:
+        """One poll in flight per running attempt, at most one per LIVE_GAP; each waits on
+        the worker (up to POLL_INTERVAL) until there are live items to hand back."""
         now = time.monotonic()
         for run in self.running.values():
-            due = now - run.polled_at >= POLL_INTERVAL or (run.stop and not run.stop_sent)
+            due = now >= run.next_poll or (run.stop and not run.stop_sent)
             if run.poll_ref is None and due:
                 # The stop rides along with every poll until the attempt ends: a request
                 # racing with the attempt's start is repeated.
-                run.poll_ref = run.worker.poll.remote(run.attempt.id, run.stop)
-                run.polled_at, run.stop_sent = now, run.stop is not None
+                run.poll_ref = run.worker.poll.remote(run.attempt.id, run.stop, POLL_INTERVAL)
+                run.stop_sent = run.stop is not None
                 self.polls[run.poll_ref] = run
+
+    def sleep_time(self) -> float:
+        """How long the loop may wait for Ray: until the next poll is due, at most
+        POLL_INTERVAL."""
+        waiting = [run.next_poll for run in self.running.values() if run.poll_ref is None]
+        if not waiting:
+            return POLL_INTERVAL
+        return min(POLL_INTERVAL, max(0.0, min(waiting) - time.monotonic()))
 
     def take_poll(self, ref) -> None:
         run = self.polls.pop(ref)
-        run.poll_ref = None
+        run.poll_ref, run.next_poll = None, time.monotonic() + LIVE_GAP
         try:
             items = self.ray.get(ref)
         except self.ray.exceptions.RayError:

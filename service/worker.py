@@ -2,13 +2,16 @@
 
 The driver calls ``run`` (which blocks for a whole attempt) and, meanwhile, ``poll`` from a
 second actor thread: ``poll`` hands back the reports queued since the last call (live
-results) and delivers the driver's stop requests. Reporting costs the trial one deque
-append; the driver pays one small Ray call per worker per poll interval.
+results) and delivers the driver's stop requests. A poll waits (up to a bound) until there is
+something to hand back, so a report reaches the driver within one Ray call, and the driver
+spaces its polls a little, so that under a flood of reports each call carries a batch.
+Reporting costs the trial one deque append (and, when the poll is waiting, waking it).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from typing import Callable
 
@@ -43,13 +46,46 @@ def blas_thread_counts() -> list[int]:
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
+class LiveItems:
+    """The live items of the running attempt: ``append`` (the trial's thread) and ``drain``
+    (the poll's thread) never lock each other out; ``wait`` sleeps until there are items."""
+
+    def __init__(self):
+        self._items: deque = deque()
+        self._ready = threading.Event()
+
+    def append(self, item) -> None:
+        self._items.append(item)
+        if not self._ready.is_set():   # drain clears it before it pops: no wake-up is lost
+            self._ready.set()
+
+    def drain(self) -> list:
+        """Everything queued so far, oldest first (items appended meanwhile stay queued)."""
+        self._ready.clear()
+        items, popleft = [], self._items.popleft
+        for _ in range(len(self._items)):   # popleft is atomic
+            items.append(popleft())
+        return items
+
+    def wait(self, timeout: float) -> None:
+        """Until an item is queued, ``wake`` is called, or ``timeout`` seconds passed."""
+        if not self._items:
+            self._ready.wait(timeout)
+
+    def wake(self) -> None:
+        self._ready.set()
+
+
 class TrialWorker:
     """Runs one trial attempt at a time (wrapped by ``ray.remote`` in :func:`worker_class`)."""
 
     def __init__(self, cpus: float = 1.0):
         self.threads = blas_threads(cpus)
         limit_blas_threads(self.threads)
-        self.live: deque = deque()
+        self.live = LiveItems()
+        # Held while an attempt's end is drained, so that a poll hands back its items
+        # either before the run's last ones or not at all: the driver sees them in order.
+        self._ending = threading.Lock()
         self.trial: Trial | None = None
         self.attempt_id: str | None = None
         self.pending_stop: str | None = None
@@ -63,13 +99,16 @@ class TrialWorker:
 
     def run(self, task: TrialTask, train: Callable) -> dict:
         """Run one attempt; returns its outcome with the reports not yet polled."""
-        self.live.clear()
+        self.live.drain()
         self.trial, self.attempt_id, self.pending_stop = None, task.attempt_id, None
         try:
             result = run_attempt(task, train, self.live, on_start=self._started)
         finally:
-            self.trial, self.attempt_id = None, None
-        result["items"] = self._drain()
+            with self._ending:
+                self.trial, self.attempt_id = None, None
+                result_items = self.live.drain()
+            self.live.wake()   # a poll waiting for this attempt returns now
+        result["items"] = result_items
         return result
 
     def _started(self, trial: Trial) -> None:
@@ -77,9 +116,10 @@ class TrialWorker:
         if self.pending_stop is not None:  # a stop that arrived before train started
             trial.request_stop(self.pending_stop)
 
-    def poll(self, attempt_id: str, stop: str | None = None) -> list:
-        """The live items queued by attempt ``attempt_id`` since the last poll; ``stop``
-        (a reason) asks that attempt to stop. Items of another attempt are never returned."""
+    def poll(self, attempt_id: str, stop: str | None = None, wait: float = 0.0) -> list:
+        """The live items queued by attempt ``attempt_id`` since the last poll, waiting up to
+        ``wait`` seconds for one when there are none; ``stop`` (a reason) asks that attempt
+        to stop. Items of another attempt are never returned."""
         if attempt_id != self.attempt_id:
             return []
         if stop is not None:
@@ -88,14 +128,12 @@ class TrialWorker:
                 self.pending_stop = stop
             else:
                 trial.request_stop(stop)
-        return self._drain()
-
-    def _drain(self) -> list:
-        live, items = self.live, []
-        # popleft is atomic: items appended meanwhile wait for the next poll.
-        for _ in range(len(live)):
-            items.append(live.popleft())
-        return items
+        if wait > 0:
+            self.live.wait(wait)
+        with self._ending:
+            if attempt_id != self.attempt_id:   # it ended: its last items went with run's result
+                return []
+            return self.live.drain()
 
 
 def worker_class():

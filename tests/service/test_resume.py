@@ -276,7 +276,11 @@ def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(local_ray, sw
     import threading
 
     path = sweep_file("slow")
-    path.write_text(path.read_text().replace("SLEEP = 0.02", "SLEEP = 0.005"))
+    # Trials wind down slowly once asked to stop, so that the second Ctrl-C surely lands
+    # while the first one's graceful stop is in progress (a stop reaches them in milliseconds).
+    path.write_text(path.read_text().replace("SLEEP = 0.02", "SLEEP = 0.005").replace(
+        "trial.checkpoint(sess, step)\n",
+        "trial.checkpoint(sess, step)\n            time.sleep(2.0 if trial.stop_reason else 0)\n"))
     sweep_dir = tmp_path / "logs" / "slow"
     timings = {}
 

@@ -6,6 +6,7 @@ Speeds themselves are measured in benchmarks/sweep_vs_tune.py, never asserted he
 import importlib.util
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -21,3 +22,93 @@ def test_a_worker_starts_without_importing_torch_and_torch_still_imports_after()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+# ----------------------------------------------------------------- live items
+
+def test_live_items_drained_while_appended_come_out_once_each_in_order():
+    import threading
+
+    from service.worker import LiveItems
+
+    live, total, drained = LiveItems(), 20000, []
+    producer = threading.Thread(target=lambda: [live.append(i) for i in range(total)])
+    producer.start()
+    while producer.is_alive() or len(drained) < total:
+        live.wait(0.01)
+        drained += live.drain()
+    producer.join()
+    assert drained == list(range(total))
+
+
+def test_a_waiting_poll_wakes_on_an_item_or_on_wake_not_at_its_timeout():
+    import threading
+
+    from service.worker import LiveItems
+
+    live = LiveItems()
+    for poke in (lambda: live.append("report"), live.wake):
+        timer = threading.Timer(0.05, poke)
+        start = time.monotonic()
+        timer.start()
+        live.wait(30)
+        assert time.monotonic() - start < 10
+        timer.join()
+        live.drain()
+    live.append("queued")
+    start = time.monotonic()
+    live.wait(30)      # an item already queued: no wait at all
+    assert time.monotonic() - start < 10 and live.drain() == ["queued"]
+
+
+# ----------------------------------------------------------------- streaming through the driver
+
+REPORTS = 3000
+
+
+def chatty_train(config, trial):
+    """Many reports in quick bursts: the driver must see each once, in order, while live."""
+    for step in range(REPORTS):
+        trial.report(step, loss=float(REPORTS - step), seed=float(config["seed"]))
+        if step % 50 == 49:
+            time.sleep(0.01)
+
+
+def test_streamed_reports_reach_the_driver_once_each_in_order_and_in_batches(
+        local_ray, tmp_path, monkeypatch):
+    import io
+
+    from ray import cloudpickle
+
+    from service import Sweep, grid
+    from service.driver import Controller, run_sweep
+    from service.storage import SweepState
+
+    folds = []    # (trial id, streamed while running?, [steps])
+    original = Controller.fold
+
+    def fold(self, run, items):
+        steps = [item[1] for item in items if item[0] == "report"]
+        if steps:
+            running = any(r is run for r in self.running.values())
+            folds.append((run.record.id, running, steps))
+        return original(self, run, items)
+
+    monkeypatch.setattr(Controller, "fold", fold)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        sweep = Sweep(name="chatty", train=chatty_train, space={"seed": grid([0, 1])},
+                      metric="loss", mode="min", max_concurrent=2)
+        result, status = run_sweep(sweep, storage=str(tmp_path), out=io.StringIO())
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert status == 0
+    for trial in result.trials:
+        mine = [f for f in folds if f[0] == trial.id]
+        assert [s for f in mine for s in f[2]] == list(range(REPORTS)), trial.id
+        live = [f for f in mine if f[1]]
+        # reports streamed while the trial ran, several to a Ray call
+        assert len(live) >= 2 and sum(len(f[2]) for f in live) > len(live), trial.id
+        assert trial.last_step == REPORTS - 1 and trial.best_metrics["step"] == REPORTS - 1
+    saved = SweepState.load(tmp_path / "chatty" / "state.json").by_id()
+    assert {t.last_step for t in saved.values()} == {REPORTS - 1}
