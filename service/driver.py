@@ -40,7 +40,8 @@ POLL_INTERVAL = 0.2          # the loop's longest sleep; and how long a poll wai
 LIVE_GAP = 0.02              # seconds between a worker's polls: a flood of reports comes
                              # in batches, yet each report arrives within a few gaps
 STATE_INTERVAL = 0.5         # state.json: at most this often for state changes ...
-METRICS_INTERVAL = 5.0       # ... and this often when only live metrics changed
+METRICS_INTERVAL = 5.0       # ... and this often when only live metrics changed ...
+STATE_SHARE = 0.05           # ... and never taking more than this share of the driver's time
 PROGRESS_INTERVAL = 0.5
 
 
@@ -363,6 +364,7 @@ class Controller:
         self.interrupts = Interrupts()
         self.state_dirty = self.metrics_dirty = False
         self.saved_at = time.monotonic()
+        self.save_seconds = 0.0    # how long the last save of state.json took
 
     # -- the loop
 
@@ -619,13 +621,16 @@ class Controller:
 
     def save_state(self, force: bool = False) -> None:
         """Write state.json when something changed, at a bounded rate (always if forced)."""
-        since = time.monotonic() - self.saved_at
-        due = (self.state_dirty and since >= STATE_INTERVAL) or \
-            (self.metrics_dirty and since >= METRICS_INTERVAL)
+        now = time.monotonic()
+        since = now - self.saved_at
+        least = self.save_seconds / STATE_SHARE   # a big sweep's table takes a while to write
+        due = (self.state_dirty and since >= max(STATE_INTERVAL, least)) or \
+            (self.metrics_dirty and since >= max(METRICS_INTERVAL, least))
         if not (due or (force and (self.state_dirty or self.metrics_dirty))):
             return
         self.state.save(self.paths.state_json)
         self.saved_at = time.monotonic()
+        self.save_seconds = self.saved_at - now
         self.state_dirty = self.metrics_dirty = False
 
 

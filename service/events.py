@@ -352,6 +352,7 @@ class RunWriter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._offset = 0
+        self._synced = -1          # the offset up to which the file was last fsynced
         self._dir_synced = False
         self._session_tags: set[str] = set()
         if guard is not None:
@@ -476,7 +477,9 @@ class RunWriter:
         with self._lock:
             if self._fd is None:
                 raise ValueError(f"RunWriter for {str(self.logdir)!r} is closed")
-            os.fsync(self._fd)
+            if self._synced != self._offset:   # nothing written since the last: no fsync
+                os.fsync(self._fd)
+                self._synced = self._offset
             if not self._dir_synced:
                 fsync_dir(self.logdir)
                 self._dir_synced = True

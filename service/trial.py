@@ -107,9 +107,16 @@ class AttemptFence:
 
 
 def write_fence(paths: TrialPaths, attempt_id: str) -> None:
-    """Make ``attempt_id`` the trial's current attempt (the driver does this)."""
+    """Make ``attempt_id`` the trial's current attempt (the driver does this).
+
+    Replaced atomically (a new inode, so one ``stat`` tells a worker) but not fsynced: the
+    fence only has to hold among processes that are alive, and a driver writes a new one
+    before every attempt it starts, so what a power cut makes of it never matters.
+    """
     paths.dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(paths.attempt_file, attempt_id.encode() + b"\n")
+    tmp = paths.attempt_file.with_name(f".attempt.tmp-{os.getpid()}-{attempt_id}")
+    tmp.write_bytes(attempt_id.encode() + b"\n")
+    os.replace(tmp, paths.attempt_file)
 
 
 # ----------------------------------------------------------------- metrics
@@ -406,6 +413,7 @@ class Trial:
         if self._graph is not None:
             self._writer.graph(self._graph)
         self._results = open(self.paths.results_jsonl, "a", encoding="utf-8")
+        self._results_synced = -1     # where results.jsonl was last fsynced
 
     def _write_scalars(self, step: int, values: dict) -> None:
         """Hold the scalars of the latest step until another step is reported (or a
@@ -428,7 +436,10 @@ class Trial:
         self._flush_scalars()
         self._writer.sync()
         self._results.flush()
-        os.fsync(self._results.fileno())
+        end = self._results.tell()
+        if end != self._results_synced:   # nothing written since the last fsync: none now
+            os.fsync(self._results.fileno())
+            self._results_synced = end
 
     def finish(self, status: str, reason: str | None) -> None:
         """Close the run with its hparams session end (``status``: SUCCESS or FAILURE) and,

@@ -284,6 +284,7 @@ def test_sync_fsyncs_the_event_file(tmp_path, monkeypatch):
     assert writer.path.stat().st_ino in synced
     assert tmp_path.stat().st_ino in synced                     # its name is durable too
     synced.clear()
+    writer.scalars(1, {"loss": 0.7})      # written after the sync: close makes it durable
     writer.close()
     assert writer.path.stat().st_ino in synced
     with pytest.raises(ValueError, match="closed"):

@@ -112,3 +112,29 @@ def test_streamed_reports_reach_the_driver_once_each_in_order_and_in_batches(
         assert trial.last_step == REPORTS - 1 and trial.best_metrics["step"] == REPORTS - 1
     saved = SweepState.load(tmp_path / "chatty" / "state.json").by_id()
     assert {t.last_step for t in saved.values()} == {REPORTS - 1}
+
+
+# ----------------------------------------------------------------- fsyncs only for new data
+
+def test_a_sync_with_nothing_new_written_costs_no_fsync_and_one_with_something_does(
+        tmp_path, monkeypatch):
+    import os
+
+    from service.events import RunWriter
+
+    writer = RunWriter(tmp_path)
+    writer.scalars(0, {"loss": 1.0})
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino),
+                                                 real_fsync(fd)))
+    writer.sync()
+    file = writer.path.stat().st_ino
+    assert synced.count(file) == 1
+    writer.sync()
+    writer.close()
+    assert synced.count(file) == 1        # nothing written since: nothing to make durable
+    with RunWriter(tmp_path) as again:
+        again.sync()
+        again.scalars(1, {"loss": 0.5})
+        again.sync()
+    assert synced.count(again.path.stat().st_ino) == 2
