@@ -496,6 +496,8 @@ class Controller:
                 summary.add(item[1], item[2])
             elif kind == "checkpoint":
                 record.checkpoint = item[2]
+            elif kind == "warning":   # e.g. a damaged checkpoint skipped at the start
+                self.progress.event(f"trial {record.id}: {item[1]}")
             elif kind == "baseline":
                 baseline = item[1]
                 summary.last_step = baseline["last_step"]

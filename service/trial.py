@@ -25,6 +25,7 @@ import math
 import os
 import time
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,7 +299,13 @@ class Trial:
         self._restored = False
         self._saver = None
         self.fence()
-        self.restore_path, self.restore_step = restore_point(self.paths.checkpoints)
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            self.restore_path, self.restore_step = restore_point(self.paths.checkpoints)
+        for warning in skipped:   # a damaged checkpoint skipped: the driver's user is told too
+            self.live.append(("warning", str(warning.message)))
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
 
     # -- what train calls
 
