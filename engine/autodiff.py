@@ -89,6 +89,7 @@ class BackwardPass:
         self._no_grads: list = [None] * len(order)
         self._loss_slot = slot[loss]
         self._seed = None
+        self._op_buffers: list[dict] = []  # each op's buffers for this pass
         self._steps = [self._step(node, contexts[node], needs, index[node],
                                   [slot[i] for i in node.inputs],
                                   [index[i] for i in node.inputs], consumers)
@@ -101,6 +102,7 @@ class BackwardPass:
         grads, vals, add = self._grads, self._vals, self._add
         backward = node.backward
         buffers: dict = {}
+        self._op_buffers.append(buffers)
         # Per input: (index, True when gradients from several consumers must be summed).
         routes = [(j, consumers[j] > 1) for j in in_index]
 
@@ -143,6 +145,21 @@ class BackwardPass:
                 if grad_output is not None:
                     route(call(grad_output, [vals[s] for s in in_slots]))
         return step
+
+    def adopt(self, array: np.ndarray, replacement: np.ndarray) -> bool:
+        """Make the buffer ``array`` (an op's, or this pass's) be ``replacement`` from the
+        next run on, so that what was written into ``array`` lands in ``replacement``
+        (same shape and dtype). False when ``array`` is no buffer of this pass."""
+        if array.shape != replacement.shape or array.dtype != replacement.dtype:
+            return False
+        for buffers in (*self._op_buffers, self._ctx._buffers):
+            for key, buf in buffers.items():
+                if buf is array:
+                    buffers[key] = replacement
+                    if array is self._seed:
+                        self._seed = None
+                    return True
+        return False
 
     def _add(self, j: int, prev: np.ndarray, g: np.ndarray) -> np.ndarray:
         """``prev + g`` in this pass's buffer for node ``j``."""

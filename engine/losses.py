@@ -53,7 +53,7 @@ class SigmoidCrossEntropy(Op):
         np.multiply(z, t, out=b)
         np.subtract(a, b, out=a)
         out = ctx.buffer("out", (), dtype)
-        out[...] = np.sum(a) / max(a.size, 1)
+        out[...] = a.sum() / max(a.size, 1)
         return out
 
     def backward(self, ctx, grad_output, z, t):
@@ -109,7 +109,8 @@ class SoftmaxCrossEntropy(Op):
             if labels.shape != (n,):
                 raise GraphError(f"softmax_cross_entropy: labels of shape {labels.shape} for "
                                  f"logits of shape {z.shape}")
-            if n and (labels.min() < 0 or labels.max() >= c):
+            # One reduction checks both ends: seen as unsigned, negative ids are huge.
+            if n and labels.view(labels.dtype.str.replace("i", "u")).max() >= c:
                 raise GraphError(f"softmax_cross_entropy: labels must be in [0, {c}), got "
                                  f"values from {labels.min()} to {labels.max()}")
             out[...] = -log_p[labels, _rows(ctx, n)].sum() / max(n, 1)

@@ -40,7 +40,11 @@ class Minimize(Op):
         raise GraphError("a train op has no value; the session applies it after the step")
 
     def apply(self, ctx, *arrays):
-        n, k = self.n, self.slot_count
+        # ``arrays`` is (grads, params, slots per param, step). The count comes from the
+        # arrays rather than ``self.n``: a plan may pass parameters stored side by side in
+        # one block as a single one (see ``Optimizer.elementwise``).
+        k = self.slot_count
+        n = (len(arrays) - 1) // (2 + k)
         grads, params = arrays[:n], arrays[n:2 * n]
         slots = arrays[2 * n:2 * n + n * k]
         step = arrays[-1]
@@ -52,9 +56,16 @@ class Minimize(Op):
 
 
 class Optimizer:
-    """Base class: subclasses set ``slot_names`` and write ``update`` (in place)."""
+    """Base class: subclasses set ``slot_names`` and write ``update`` (in place).
+
+    ``elementwise``: ``update`` treats every element on its own, so applying it once to
+    parameters (and gradients and slots) stored side by side in one block gives exactly
+    what applying it to each does; plans then make one update call instead of one per
+    parameter. A subclass whose update is not elementwise (a per-tensor norm) sets False.
+    """
 
     slot_names: tuple[str, ...] = ()
+    elementwise = True
 
     def __init__(self, lr: float, name: str):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0 \

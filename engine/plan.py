@@ -44,6 +44,51 @@ def _owner(array: np.ndarray) -> np.ndarray:
     return array if array.base is None else array.base
 
 
+def side_by_side(shapes: Sequence[tuple], dtype) -> tuple[list[int], int]:
+    """Where arrays of ``shapes`` go when stored one after another in one block, each on
+    a 64-byte boundary: their offsets and the block's length, in elements of ``dtype``."""
+    unit = max(ALIGNMENT // np.dtype(dtype).itemsize, 1)
+    offsets, end = [], 0
+    for shape in shapes:
+        offsets.append(end)
+        end += -(-math.prod(shape) // unit) * unit
+    return offsets, end
+
+
+def flat_view(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+    """A 1-D array over all of ``arrays`` when they lie in one block as ``side_by_side``
+    places them (the gaps included), else None."""
+    if not arrays:
+        return None
+    first = arrays[0]
+    owner, dtype = _owner(first), first.dtype
+    if owner.ndim != 1 or owner.dtype != np.uint8 or any(
+            a.dtype != dtype or _owner(a) is not owner or not a.flags.c_contiguous
+            for a in arrays):
+        return None
+    offsets, length = side_by_side([a.shape for a in arrays], dtype)
+    base = owner.ctypes.data
+    start = first.ctypes.data - base
+    if any(a.ctypes.data - base != start + off * dtype.itemsize
+           for a, off in zip(arrays, offsets)) or start + length * dtype.itemsize > owner.nbytes:
+        return None
+    return owner[start:start + length * dtype.itemsize].view(dtype)
+
+
+def update_groups(order: Sequence[Node]) -> list[list[Variable]]:
+    """The variables each elementwise optimizer in ``order`` updates, in groups to store
+    side by side: the parameters, then one group per kind of slot (in the parameters'
+    order). A train op's inputs are (gradients, parameters, slots per parameter, step)."""
+    groups = []
+    for node in order:
+        if getattr(node, "is_update", False) and getattr(node.optimizer, "elementwise", False):
+            n, k = node.n, node.slot_count
+            slots = node.inputs[2 * n:2 * n + n * k]
+            groups.append(list(node.inputs[n:2 * n]))
+            groups.extend(list(slots[j::k]) for j in range(k))
+    return groups
+
+
 class BufferPool:
     """Aligned memory shared by the ops of a forward-only plan.
 
@@ -237,7 +282,8 @@ class Plan:
                 vals[slot[node]][...] = value
             elif isinstance(node, Op):
                 contexts[node] = Context(self, self.pool)
-        for name, array in session._bind(variables).items():
+        groups = [[self.names[v] for v in group] for group in update_groups(order)]
+        for name, array in session._bind(variables, groups).items():
             vals[slot[variables[name]]] = array
         self.contexts = contexts
         self.loaders = loaders
@@ -251,12 +297,15 @@ class Plan:
                     slot[node])
         steps: list[Callable[[], None]] = []
         step_slots: list[int] = []
+        self.backward_passes: list[BackwardPass] = []
+        self._gradient_blocks: list[np.ndarray] = []
         updates: list[Callable[[], None]] = []
         for node in order:
             if isinstance(node, Gradient):
                 if node.loss in targets_by_loss:
                     backward = BackwardPass(node.loss, targets_by_loss.pop(node.loss), slot,
                                             contexts, vals, Context(self))
+                    self.backward_passes.append(backward)
                     steps.append(backward.run)
                     step_slots.append(slot[node])
             elif getattr(node, "is_update", False):
@@ -300,10 +349,54 @@ class Plan:
 
     def _update(self, node: Op, ctx: Context) -> Callable[[], None]:
         vals, apply = self.vals, node.apply
+        grouped = self._grouped_update(node, ctx)
+        if grouped is not None:
+            return grouped
         get = _getter([self.slot[i] for i in node.inputs])
 
         def update():
             apply(ctx, *get(vals))
+        return update
+
+    def _grouped_update(self, node: Op, ctx: Context) -> Callable[[], None] | None:
+        """One update call for all parameters, when an elementwise optimizer's parameters
+        and slots lie side by side (the session stores them so): the gradients are put side
+        by side in a block of the same layout, and the update runs on the three blocks as
+        if they were one parameter. Otherwise None."""
+        if not getattr(node.optimizer, "elementwise", False):
+            return None
+        vals, slot, apply = self.vals, self.slot, node.apply
+        n, k = node.n, node.slot_count
+        inputs = node.inputs
+        params = flat_view([vals[slot[p]] for p in inputs[n:2 * n]])
+        slots = inputs[2 * n:2 * n + n * k]
+        slot_blocks = [flat_view([vals[slot[s]] for s in slots[j::k]]) for j in range(k)]
+        if params is None or any(b is None for b in slot_blocks):
+            return None
+        shapes = [p.shape for p in inputs[n:2 * n]]
+        offsets, length = side_by_side(shapes, params.dtype)
+        grads = aligned_empty((length,), params.dtype)
+        grads.fill(0)  # the gaps stay zero: updating them changes nothing
+        self._gradient_blocks.append(_owner(grads))
+        views = [grads[o:o + math.prod(shape)].reshape(shape)
+                 for o, shape in zip(offsets, shapes)]
+        grad_slots = [slot[g] for g in inputs[:n]]
+        step_slot = slot[inputs[-1]]
+        adopted = [False] * n
+
+        def update():
+            for i, (s, view) in enumerate(zip(grad_slots, views)):
+                g = vals[s]
+                if g is not view:
+                    np.copyto(view, g)
+                    if not adopted[i] and not any(_owner(g) is b for b in self._gradient_blocks):
+                        # Have the op that made this gradient write it into the block from
+                        # the next run on: no copy then.
+                        adopted[i] = True
+                        for backward in self.backward_passes:
+                            if backward.adopt(g, view):
+                                break
+            apply(ctx, grads, params, *slot_blocks, vals[step_slot])
         return update
 
     def _feed_loader(self, node: Placeholder, ctx: Context, dtype: np.dtype):

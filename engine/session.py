@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import numpy as np
 
 from engine.graph import (GraphError, Node, Placeholder, Variable, format_shape, resolve_names,
                           topological_order)
-from engine.plan import Plan, aligned_empty, flatten_fetches, rebuild
+from engine.plan import (Plan, aligned_empty, flatten_fetches, rebuild, side_by_side,
+                         update_groups)
 
 
 def name_seed(seed: int, name: str) -> np.random.Generator:
@@ -78,15 +80,20 @@ class Session:
         order = topological_order(list(nodes))
         names = resolve_names(order)
         found = {names[n]: n for n in order if isinstance(n, Variable)}
-        self._bind(found)
+        self._bind(found, [[names[v] for v in group] for group in update_groups(order)])
         return found
 
     # -- variables
-    def _bind(self, variables: dict[str, Variable]) -> dict[str, np.ndarray]:
+    def _bind(self, variables: dict[str, Variable],
+              groups: Sequence[Sequence[str]] = ()) -> dict[str, np.ndarray]:
         """The arrays holding ``variables`` (name -> node), creating new ones from their
         initialisers. Every problem is reported in one error: a variable whose stored shape
         differs, and, after a checkpoint was restored into this session before its graph was
-        known (``restored_from``), any variable the checkpoint lacks."""
+        known (``restored_from``), any variable the checkpoint lacks.
+
+        ``groups`` (lists of names, see ``plan.update_groups``) are created side by side in
+        one block each when all their variables are new, so that an optimizer can update
+        them in one call."""
         problems = []
         for name, node in variables.items():
             value = self._values.get(name)
@@ -102,7 +109,26 @@ class Session:
         if problems:
             raise GraphError("the graph does not match this session's variables:\n  "
                              + "\n  ".join(problems))
+        for group in groups:
+            if all(name in variables and name not in self._values for name in group):
+                self._store_side_by_side([(name, variables[name]) for name in group])
         return {name: self._storage(node, name) for name, node in variables.items()}
+
+    def _store_side_by_side(self, members: list[tuple[str, Variable]]) -> None:
+        """Create new floating variables as views into one aligned block, each on a 64-byte
+        boundary (``plan.side_by_side``); the gaps are zero. Values are those each variable
+        would get alone."""
+        if len({name for name, _ in members}) != len(members) or any(
+                node.dtype.kind != "f" for _, node in members):
+            return
+        dtype = self.float_dtype
+        offsets, length = side_by_side([node.shape for _, node in members], dtype)
+        block = aligned_empty((length,), dtype)
+        block.fill(0)
+        for (name, node), offset in zip(members, offsets):
+            value = block[offset:offset + math.prod(node.shape)].reshape(node.shape)
+            value[...] = node.initial(name_seed(self.seed, name), dtype)
+            self._values[name] = value
 
     def _name_clash(self, name: str, node: Variable) -> str | None:
         """Why ``node`` cannot be bound to ``name``, if the name already holds another

