@@ -22,11 +22,12 @@ import contextlib
 import io
 import os
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -106,7 +107,13 @@ def run_gradsweep(train: Callable, space: dict[str, list], storage: str, name: s
 
 @contextlib.contextmanager
 def local_ray() -> Iterator[float]:
-    """Start the one embedded Ray of a benchmark (SLOTS CPUs); yields ray.init's seconds."""
+    """Start the one embedded Ray of a benchmark (SLOTS CPUs); yields ray.init's seconds.
+
+    This module's train functions go to the workers by value (they may not find the file).
+    """
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     start = time.perf_counter()
     with cluster.connect("local", num_cpus=SLOTS):
         yield time.perf_counter() - start

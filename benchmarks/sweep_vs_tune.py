@@ -27,25 +27,27 @@ p50 / p99 / max of arrival - send (target: p99 < 100 ms).
 
     python benchmarks/sweep_vs_tune.py [--quick] [--repeats 3] [--only trivial,sleep,...]
 
-``--quick``: one repeat (ratios from a single run; the full run takes about 20 minutes).
+``--quick``: one repeat (ratios from a single run, about 12 minutes; the full run takes
+about 35, most of it Ray Tune's default runs). ``--systems gradsweep`` leaves Tune out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
+import io
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 import engine as en
 from service import driver
+from service.spec import load_sweep_file
 
 from sweep import (REPORTS, SLOTS, Measure, count_files, grid_space, local_ray, median,
                    per_trial_overhead, run_gradsweep, scratch, trivial_train)
@@ -60,14 +62,13 @@ TARGETS = "trivial <= 1/25 of Tune default and < Tune reuse_actors; sleep <= 1.1
 
 # ----------------------------------------------------------------- the triangle trial
 
-def triangle_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points of [-1, 1]^2 ``(n, 2)`` and labels ``(n, 1)``: 1 inside the triangle."""
-    corners = np.array([[-0.8, -0.7], [0.8, -0.7], [0.0, 0.8]])
-    points = np.random.default_rng(seed).uniform(-1, 1, (n, 2))
-    sides = np.stack([(b[0] - a[0]) * (points[:, 1] - a[1]) - (b[1] - a[1]) * (points[:, 0] - a[0])
-                      for a, b in zip(corners, np.roll(corners, -1, axis=0))], axis=1)
-    inside = (sides > 0).all(axis=1) | (sides < 0).all(axis=1)
-    return points.astype(np.float32), inside[:, None].astype(np.float32)
+def experiment_module(name: str):
+    """The module of ``experiments/<name>.py``, loaded as a sweep file (shipped by value)."""
+    sweep = load_sweep_file(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py")
+    return sys.modules[sweep.train.__module__]
+
+
+triangle_data = experiment_module("triangle").triangle_data    # (n, seed) -> points, labels
 
 
 def triangle_train(config: dict, trial) -> None:
@@ -205,7 +206,8 @@ def run_tune(train: Callable, space: dict[str, list], storage: str, name: str, *
         tune_config=tune.TuneConfig(max_concurrent_trials=SLOTS, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    results = tuner.fit()
+    with contextlib.redirect_stdout(io.StringIO()):   # its experiment tables, not ours
+        results = tuner.fit()
     seconds = time.perf_counter() - start
     if results.errors:
         raise RuntimeError(f"Tune experiment {name!r}: {len(results.errors)} trials failed: "
@@ -229,12 +231,13 @@ def run_system(system: str, train: Callable, space: dict[str, list], storage: st
 
 
 def compare(workload: str, train: Callable, space: dict[str, list], work_s: float,
-            repeats: int, storage: str) -> list[dict]:
-    """Run the workload through every system, alternating (the order rotates each repeat);
+            repeats: int, storage: str, systems: tuple[str, ...] = SYSTEMS) -> list[dict]:
+    """Run the workload through each system, alternating (the order rotates each repeat);
     returns one row per system with medians."""
-    runs: dict[str, list[Measure]] = {system: [] for system in SYSTEMS}
+    runs: dict[str, list[Measure]] = {system: [] for system in systems}
     for repeat in range(repeats):
-        order = SYSTEMS[repeat % len(SYSTEMS):] + SYSTEMS[:repeat % len(SYSTEMS)]
+        shift = repeat % len(systems)
+        order = systems[shift:] + systems[:shift]
         for system in order:
             name = f"{workload}-{system.split()[-1]}-{repeat}".replace("_", "-")
             measure = run_system(system, train, space, storage, name)
@@ -303,9 +306,9 @@ def measure_latency(rate: float, seconds: float, storage: str) -> dict:
     finally:
         driver.Controller.fold = original
     delays.sort()
-    pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))]  # noqa: E731
+    quantile = {q: delays[min(len(delays) - 1, int(q * len(delays)))] for q in (0.5, 0.99)}
     return {"reports": len(delays), "rate": len(sends) / (max(sends) - min(sends)),
-            "p50": pick(0.50), "p99": pick(0.99), "max": delays[-1]}
+            "p50": quantile[0.5], "p99": quantile[0.99], "max": delays[-1]}
 
 
 # ----------------------------------------------------------------- main
@@ -322,8 +325,13 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated workloads among {', '.join(WORKLOADS)}")
     parser.add_argument("--rate", type=float, default=5000.0, help="latency: reports/s in all")
     parser.add_argument("--seconds", type=float, default=4.0, help="latency: how long")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated, among {', '.join(SYSTEMS)} (gradsweep first)")
     parser.add_argument("--dir", default=None, help="storage folder (default: a temporary one)")
     args = parser.parse_args(argv)
+    systems = tuple(args.systems.split(","))
+    if not set(systems) <= set(SYSTEMS) or systems[0] != "gradsweep":
+        parser.error(f"--systems: gradsweep first, then any of {', '.join(SYSTEMS[1:])}")
     repeats = args.repeats or (1 if args.quick else 3)
     only = args.only.split(",")
     unknown = sorted(set(only) - set(WORKLOADS))
@@ -335,16 +343,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"local Ray up in {init_s:.2f} s (not counted); {SLOTS} trials at a time, "
               f"1 CPU each; {repeats} repeat(s), alternating", file=sys.stderr, flush=True)
         if "trivial" in only:
-            rows += compare("trivial", trivial_train, trivial, 0.0, repeats, storage)
+            rows += compare("trivial", trivial_train, trivial, 0.0, repeats, storage, systems)
         if "sleep" in only:
             rows += compare("sleep", trivial_train, sleeping, args.trials * REPORTS * SLEEP,
-                            repeats, storage)
+                            repeats, storage, systems)
         if "triangle" in only:
             space = TRIANGLE_SPACE if args.trials == TRIALS else \
                 {"lr": [0.1], "hidden": [8], "seed": list(range(args.trials))}
             work = work_seconds(triangle_train, space)
             print(f"  triangle work alone: {work:.2f} s", file=sys.stderr, flush=True)
-            rows += compare("triangle", triangle_train, space, work, repeats, storage)
+            rows += compare("triangle", triangle_train, space, work, repeats, storage, systems)
         latency = measure_latency(args.rate, args.seconds, storage) if "latency" in only \
             else None
     print(f"\n{args.trials} trials per workload, median of {repeats}; ray.init not counted")
