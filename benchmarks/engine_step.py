@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -111,7 +111,7 @@ def build_engine(network: str, optimizer: str, x_data, y_data):
 # ----------------------------------------------------------------- PyTorch eager
 
 def build_torch(network: str, optimizer: str, x_data, y_data, weights):
-    sizes, activation, loss_kind = NETWORKS[network]
+    _, activation, loss_kind = NETWORKS[network]
     layers = []
     for i, (kernel, bias) in enumerate(weights):
         linear = torch.nn.Linear(kernel.shape[0], kernel.shape[1])
@@ -365,10 +365,13 @@ def main(argv=None) -> int:
     names = [args.only] if args.only else list(args.implementations)
     torch_note = (f"PyTorch {torch.__version__}" if torch is not None else
                   "PyTorch not installed (pip install -e '.[bench]'): PyTorch column skipped")
+    load_before = os.getloadavg()[0]
     rows = [add_ratios(r) for r in run_configs(args, names)]
     report = {"blas": blas_description(), "numpy": np.__version__,
               "torch": None if torch is None else torch.__version__, "batch": BATCH,
-              "repeats": args.repeats, "pause_s": args.pause, "rows": rows}
+              "repeats": args.repeats, "pause_s": args.pause,
+              # Other processes on the machine skew every figure, PyTorch's most.
+              "load_average_1min": [load_before, os.getloadavg()[0]], "rows": rows}
     if args.check_alone and not args.only:
         report["alone_rows"] = alone(args)
     if args.json:
@@ -376,7 +379,9 @@ def main(argv=None) -> int:
         return 0
     print(f"BLAS: {report['blas']}; numpy {np.__version__}; {torch_note}")
     print(f"float32, batch {BATCH}, medians of {args.repeats} alternating blocks of "
-          f"~{args.block * 1e3:.0f} ms, {args.pause} s pause before each block\n")
+          f"~{args.block * 1e3:.0f} ms, {args.pause} s pause before each block; load average "
+          f"{report['load_average_1min'][0]:.2f} before, {report['load_average_1min'][1]:.2f} "
+          f"after (other processes skew the figures)\n")
     print(format_table(rows))
     if "alone_rows" in report:
         print("\nEach implementation alone in its own process (no alternation, no pauses):\n")

@@ -8,7 +8,7 @@ with the sum of the gradients of all its consumers.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

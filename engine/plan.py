@@ -13,8 +13,9 @@ its value, so evaluating a deep network on many rows keeps two activations, not 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,8 @@ def update_groups(order: Sequence[Node]) -> list[list[Variable]]:
     order). A train op's inputs are (gradients, parameters, slots per parameter, step)."""
     groups = []
     for node in order:
-        if getattr(node, "is_update", False) and getattr(node.optimizer, "elementwise", False):
+        if getattr(node, "is_update", False) and getattr(getattr(node, "optimizer", None),
+                                                          "elementwise", False):
             n, k = node.n, node.slot_count
             slots = node.inputs[2 * n:2 * n + n * k]
             groups.append(list(node.inputs[n:2 * n]))
@@ -118,7 +120,7 @@ class BufferPool:
 class Context:
     """Per-op state inside one plan: reusable buffers, the forward output, run mode."""
 
-    def __init__(self, plan: "Plan", pool: BufferPool | None = None):
+    def __init__(self, plan: Plan, pool: BufferPool | None = None):
         self._buffers: dict = {}
         self._active = self._buffers  # backward passes swap in their own buffers
         self._pool = pool
@@ -363,7 +365,7 @@ class Plan:
         and slots lie side by side (the session stores them so): the gradients are put side
         by side in a block of the same layout, and the update runs on the three blocks as
         if they were one parameter. Otherwise None."""
-        if not getattr(node.optimizer, "elementwise", False):
+        if not getattr(getattr(node, "optimizer", None), "elementwise", False):
             return None
         vals, slot, apply = self.vals, self.slot, node.apply
         n, k = node.n, node.slot_count
