@@ -15,7 +15,7 @@ file. Each fires once (the file is removed when it fires), so the retry runs cle
   (``{"pid", "step"}``) and wait, training nothing, until the test removes ``paused``.
 - ``orphan`` (with a ``pause``): at the pause, fork a copy of this process that goes on
   with the same attempt once ``release`` exists, as a worker that outlived its driver would;
-  what stopped it goes to ``orphan-<pid>`` (``{"step", "error"}``).
+  its pid goes to ``orphan.pid``, what stopped it to ``orphan-<pid>`` (``{"step", "error"}``).
 - ``enospc-event``: ``<step>``: the disk fills while that step's report writes its event (a
   short write, then ENOSPC).
 - ``enospc-checkpoint``: ``<step>``: the disk fills while that step's checkpoint writes its
@@ -85,6 +85,12 @@ def pause(trial_id, step, go_on=None):
     if armed(trial_id, "orphan") is not None:
         child = os.fork()
         if child == 0:
+            # Out of this worker's process group and off its list of children (a daemon's
+            # double fork): Ray reaps what it knows of a dead worker, this copy lives on.
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            (folder / "orphan.pid").write_text(str(os.getpid()))
             outcome = {"step": None, "error": None}
             try:
                 wait_until(folder / "release")
@@ -94,6 +100,7 @@ def pause(trial_id, step, go_on=None):
             finally:
                 (folder / f"orphan-{os.getpid()}").write_text(json.dumps(outcome))
                 os._exit(0)   # never return into the Ray worker this is a copy of
+        os.waitpid(child, 0)
     (folder / "paused").write_text(json.dumps({"pid": os.getpid(), "step": step}))
     wait_while(folder / "paused")
 
