@@ -25,6 +25,8 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       ValidationError, field_validator, model_validator)
 
 SPEC_FORMAT = 1
+MAX_NAME_BYTES = 100        # a sweep's name is a folder name (file systems allow 255 bytes)
+MAX_TRIALS = 100_000        # every trial is a row of state.json and a folder on storage
 
 
 class SpecError(ValueError):
@@ -167,6 +169,9 @@ def check_name(name: str, what: str) -> str:
         raise ValueError(f"{what} {name!r} must not contain '/', '\\', '..' or NUL")
     if name.startswith("."):
         raise ValueError(f"{what} {name!r} must not start with '.'")
+    if len(name.encode()) > MAX_NAME_BYTES:   # the sweep folder's name, with room to spare
+        raise ValueError(f"{what} {name[:20]!r}... is {len(name.encode())} bytes long; at most "
+                         f"{MAX_NAME_BYTES}")
     return name
 
 
@@ -176,7 +181,8 @@ class StopSpec(BaseModel):
     ``time_budget_s`` seconds of its own running time or once the sweep's metric reaches
     ``metric_threshold`` (below it for mode ``min``, above for ``max``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity mean nothing here, and would make sweep.json invalid JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     max_steps: PositiveInt | None = None
     time_budget_s: PositiveFloat | None = None
     metric_threshold: float | None = None
@@ -185,7 +191,8 @@ class StopSpec(BaseModel):
 class SweepSpec(BaseModel):
     """Everything that defines a sweep's trials and how they run (not ``train``'s body)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity mean nothing here, and would make sweep.json invalid JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     space: dict[str, Domain] = Field(min_length=1)
     metric: str = Field(min_length=1)
@@ -227,6 +234,18 @@ class SweepSpec(BaseModel):
         if not storage or "\x00" in storage:
             raise ValueError(f"storage {storage!r} must be a non-empty path without NUL")
         return storage
+
+    @model_validator(mode="after")
+    def _size(self):
+        # Counted before anything is expanded: an absurd num_samples or grid must be refused,
+        # not enumerated.
+        points = math.prod(len(d.values) for d in self.space.values() if isinstance(d, Grid))
+        if points * self.num_samples > MAX_TRIALS:
+            culprit = "num_samples" if self.num_samples > 1 else "space"
+            raise ValueError(f"{culprit}: {points} grid point(s) x num_samples "
+                             f"{self.num_samples} = {points * self.num_samples} trials; a sweep "
+                             f"holds at most {MAX_TRIALS}")
+        return self
 
 
 # Options that describe how a run is executed, not what it computes: not in the hash.

@@ -1,9 +1,13 @@
 """Fixtures of the reliability tests.
 
 ``local_ray``: the service tests' session-wide embedded Ray (2 CPUs), shared.
-``reference``: ``sweeps/faults.py`` run once without any fault on that Ray: ``{trial id:
-outcome}`` (see ``helpers.outcome``), what every faulty run must end with, bit for bit.
+``reference_run``: ``sweeps/faults.py`` run once without any fault on that Ray; its sweep
+file and its finished sweep folder (read it, copy it, never change it).
+``reference``: ``{trial id: outcome}`` of that run (see ``helpers.outcome``): what every
+faulty run must end with, bit for bit.
 """
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,9 +16,16 @@ from tests.service.conftest import local_ray  # noqa: F401 - the shared session 
 
 
 @pytest.fixture(scope="session")
-def reference(local_ray, tmp_path_factory):  # noqa: F811
+def reference_run(local_ray, tmp_path_factory):  # noqa: F811
     folder = tmp_path_factory.mktemp("reference")
-    driver = DriverThread(copy_sweep(folder), folder / "logs")
+    sweep_path = copy_sweep(folder)
+    driver = DriverThread(sweep_path, folder / "logs")
     result, status = driver.join()
     assert status == 0
-    return {t.id: outcome(result.root, t.id) for t in result.trials}
+    return SimpleNamespace(sweep_path=sweep_path, root=result.root, result=result)
+
+
+@pytest.fixture(scope="session")
+def reference(reference_run):
+    root = reference_run.root
+    return {t.id: outcome(root, t.id) for t in reference_run.result.trials}
