@@ -12,8 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
+
+from service.storage import atomic_write_bytes
 
 LOOPBACK = "127.0.0.1"
 
@@ -128,6 +132,47 @@ def unplaceable(resources: dict[str, float]) -> str | None:
              for k, v in wanted.items() if largest[k] < v]
     return "no node of the cluster can run a trial: it asks for " + ", ".join(
         short or [f"{k.lower()} {v:g}" for k, v in wanted.items()] + ["on one node"])
+
+
+def nodes_not_seeing(folder: Path, timeout: float = 60.0) -> list[str]:
+    """The alive nodes of the connected cluster that cannot use ``folder`` (the sweep's, on
+    storage every node must share): each reads back a token the driver wrote there, in a tiny
+    task pinned to it. One ``"node <id> (<address>): <why>"`` per node that cannot."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    path = Path(folder) / f".storage-check-{token}"
+    atomic_write_bytes(path, token.encode())
+    try:
+        read = ray.remote(num_cpus=0, max_retries=0)(_read_token)
+        nodes = {}
+        for node in ray.nodes():
+            if node.get("Alive"):
+                pinned = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                nodes[read.options(scheduling_strategy=pinned).remote(str(path))] = node
+        answered, _ = ray.wait(list(nodes), num_returns=len(nodes), timeout=timeout)
+        problems = []
+        for ref, node in nodes.items():
+            where = f"node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
+            try:
+                seen = ray.get(ref) if ref in answered else f"no answer within {timeout:g} s"
+            except ray.exceptions.RayError as err:
+                seen = f"the check failed there: {type(err).__name__}"
+            if seen != token:
+                problems.append(f"{where}: {seen}")
+        return problems
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _read_token(path: str) -> str:
+    """On a node: the token file's content, or why it cannot be read there."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror}"
 
 
 def default_concurrency(cpus_in_cluster: float, resources: dict[str, float]) -> int:

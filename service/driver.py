@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -60,7 +62,12 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
     raises SpecError and a held lock LockHeld (a StorageError), both before Ray starts.
     """
     out = sys.stdout if out is None else out
-    paths = SweepPaths(check_storage(storage or sweep.spec.storage) / sweep.name)
+    # Absolute: workers on other nodes (and the head's, joined) run in other folders.
+    paths = SweepPaths(os.path.abspath(check_storage(storage or sweep.spec.storage)
+                                       / sweep.name))
+    # The topmost folder this launch creates, if any: removed again if the cluster refuses.
+    created = next((p for p in reversed([paths.root, *paths.root.parents]) if not p.exists()),
+                   None)
     lock = open_sweep_folder(sweep, paths, restart=restart, resume=resume, out=out)
     try:
         state, retry_base = reconcile(sweep, paths, retry_errored=retry_errored)
@@ -70,11 +77,12 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
         runnable = [t for t in state.trials if t.state == TrialState.PENDING]
         if runnable:
             with cluster.connect(address) as info:
-                problem = cluster.unplaceable(sweep.spec.resources)
-                if problem and not (info.owned and not info.embedded):
-                    raise SpecError(f"resources: {problem}")
-                if problem:   # a joined cluster may still grow (autoscaling): say so, wait
-                    print(f"gradsweep: warning: resources: {problem}", file=sys.stderr)
+                try:
+                    check_cluster(sweep, paths, info)
+                except (SpecError, StorageError):
+                    if created:   # refused before anything ran: leave no trace of this launch
+                        shutil.rmtree(created, ignore_errors=True)
+                    raise
                 concurrency = max_concurrent or sweep.spec.max_concurrent or \
                     cluster.default_concurrency(info.cpus, sweep.spec.resources)
                 controller = Controller(sweep, paths, state, retry_base, concurrency,
@@ -92,6 +100,23 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
         return result, status
     finally:
         lock.release()
+
+
+def check_cluster(sweep: Sweep, paths: SweepPaths, info: cluster.ClusterInfo) -> None:
+    """Refuse, before any trial starts, a cluster where no node can run a trial or where a
+    node cannot see the sweep's folder (storage must be shared by every node)."""
+    problem = cluster.unplaceable(sweep.spec.resources)
+    if problem and not (info.owned and not info.embedded):
+        raise SpecError(f"resources: {problem}")
+    if problem:   # a joined cluster may still grow (autoscaling): say so, wait
+        print(f"gradsweep: warning: resources: {problem}", file=sys.stderr)
+    if info.embedded:   # one node, started by this process: it sees what the driver sees
+        return
+    blind = cluster.nodes_not_seeing(paths.root)
+    if blind:
+        raise StorageError(f"storage {str(paths.root.parent)!r} is not visible from every node "
+                           f"of the cluster ({'; '.join(blind)}); put it on a file system that "
+                           "every node mounts at the same path")
 
 
 # ----------------------------------------------------------------- the sweep folder
@@ -406,6 +431,10 @@ class Controller:
     def launch_ready(self) -> None:
         while self.queue and len(self.running) < self.concurrency:
             self.launch(self.queue.popleft())
+        # Nothing left to hand out: an idle worker would only hold its CPUs, which a retry's
+        # new worker may be waiting for (a node was lost and the cluster is full).
+        while self.idle and not self.queue:
+            self.discard_worker(self.idle.pop())
 
     def launch(self, record: TrialRecord) -> None:
         """Start an attempt: name it in the trial's fence, then hand it to a worker."""

@@ -5,7 +5,8 @@ the thing at fault, and nothing written or changed on storage (a listing of ever
 its sha256, before and after).
 
 The command-line cases run ``python -m service`` in a subprocess whose working folder is the
-case's temporary folder; none of them may get as far as starting Ray.
+case's temporary folder. One needs the cluster's answer (resources no node has) and starts an
+embedded Ray; the others are refused before Ray starts.
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ CASES = [
          "stop.max_steps: Input should be greater than 0"),
     Case("set-name-escaping", ["launch", "good.py", "--set", "name=../../etc"],
          "name: name '../../etc' must not contain"),
+    Case("resources-no-node-has", ["launch", "good.py", "--set", "resources.cpu=1000"],
+         "resources: no node of the cluster can run a trial: it asks for cpu 1000"),
     Case("bad-scope", ["best", "logs", "--scope", "everything"],
          "argument --scope: invalid choice: 'everything'"),
     # -- storage that cannot be used
