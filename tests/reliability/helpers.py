@@ -56,9 +56,6 @@ class Control:
     def arm(self, fault: str, argument: str | int) -> None:
         (self.folder / fault).write_text(f"{argument}\n")
 
-    def armed(self, fault: str) -> bool:
-        return (self.folder / fault).exists()
-
     def wait_paused(self, timeout: float = 120.0, alive=None) -> dict:
         """``{"pid", "step"}`` of the paused process, once it paused."""
         path = self.folder / "paused"
@@ -257,7 +254,7 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as ended)."""
     try:
         stat = Path("/proc", str(pid), "stat").read_text()

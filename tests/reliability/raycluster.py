@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.reliability.helpers import alive, kill_tree
+from tests.reliability.helpers import descendants, kill_tree, process_alive
 
 # `ray start ...` with 127.0.0.1 kept as the node's address.
 RAY_START = ("import sys\n"
@@ -62,7 +62,6 @@ class Node:
 
     def runs(self, pid: int) -> bool:
         """True when ``pid`` is one of this node's processes (a worker, say)."""
-        from tests.reliability.helpers import descendants
         return pid in descendants(self.pid)
 
     def kill(self) -> None:
@@ -160,7 +159,7 @@ class Cluster:
     def close(self) -> None:
         """Kill every node this cluster started (workers, agents and all), then its files."""
         for node in reversed(list(self.nodes.values())):
-            if alive(node.pid) or node.process.poll() is None:
+            if process_alive(node.pid) or node.process.poll() is None:
                 kill_tree(node.pid)
             try:
                 node.process.wait(30)

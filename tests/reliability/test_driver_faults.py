@@ -20,8 +20,9 @@ from types import SimpleNamespace
 import pytest
 
 from service.storage import SweepState
-from tests.reliability.helpers import (Control, alive, calls, copy_sweep, each_step_once,
-                                       listing, outcome, running_pid, trial_ids, wait_for)
+from tests.reliability.helpers import (Control, calls, copy_sweep, each_step_once,
+                                       listing, outcome, process_alive, running_pid, trial_ids,
+                                       wait_for)
 
 TIMEOUT = 120
 
@@ -99,8 +100,9 @@ def killed_driver(tmp_path_factory):
         # The killed driver's Ray workers go (their raylet is gone); the forked copy of one
         # stays, holding the attempt's open files, as a worker that outlived its driver.
         for pid in seen.worker_pids.values():
-            wait_for(lambda pid=pid: not alive(pid), timeout=60, what=f"worker {pid} to exit")
-        seen.orphan_alive_after_kill = alive(orphan)
+            wait_for(lambda pid=pid: not process_alive(pid), timeout=60,
+                     what=f"worker {pid} to exit")
+        seen.orphan_alive_after_kill = process_alive(orphan)
         seen.calls_before = calls(path)
         for trial in (resumed_at, held):
             controls[trial].resume()                   # the dead processes' pause records
@@ -110,7 +112,7 @@ def killed_driver(tmp_path_factory):
         try:
             controls[resumed_at].wait_paused(timeout=TIMEOUT, alive=running(resumed))
             seen.new_attempt = (sweep_dir / resumed_at / ".attempt").read_text().strip()
-            seen.orphan_alive_during_resume = alive(orphan)
+            seen.orphan_alive_during_resume = process_alive(orphan)
             controls[resumed_at].release_orphan()      # it goes on with its old attempt ...
             seen.orphans = wait_for(controls[resumed_at].orphans, timeout=60,
                                     what="the orphan to stop")
@@ -120,7 +122,7 @@ def killed_driver(tmp_path_factory):
         finally:
             reap_group(resumed)
     finally:
-        if orphan is not None and alive(orphan):
+        if orphan is not None and process_alive(orphan):
             os.kill(orphan, signal.SIGKILL)
     return seen
 
