@@ -51,7 +51,8 @@ def connect(address: str | None = "local", *, num_cpus: int | None = None
     import ray
 
     if ray.is_initialized():
-        yield ClusterInfo("existing", cluster_cpus(), embedded=False, owned=False)
+        yield ClusterInfo("existing", cluster_cpus(), embedded=_started_here_alone(),
+                          owned=False)
         return
     address = resolve_address(address)
     options = dict(include_dashboard=False, log_to_driver=False,
@@ -67,6 +68,17 @@ def connect(address: str | None = "local", *, num_cpus: int | None = None
         yield ClusterInfo(address, cluster_cpus(), embedded=embedded, owned=True)
     finally:
         ray.shutdown()
+
+
+def _started_here_alone() -> bool:
+    """Whether the Ray this process already uses is a one-node Ray that it started itself
+    (``ray.init()`` without an address, as a notebook or a test suite does): that node runs
+    on this machine, started by this process, so it sees the files the driver sees."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(getattr(node, "head", False)) and \
+        sum(1 for n in ray.nodes() if n.get("Alive")) == 1
 
 
 @contextlib.contextmanager

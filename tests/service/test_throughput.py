@@ -6,6 +6,7 @@ Speeds themselves are measured in benchmarks/sweep_vs_tune.py, never asserted he
 import importlib.util
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -27,23 +28,20 @@ def test_a_worker_starts_without_importing_torch_and_torch_still_imports_after()
 # ----------------------------------------------------------------- live items
 
 def test_live_items_drained_while_appended_come_out_once_each_in_order():
-    import threading
-
     from service.worker import LiveItems
 
     live, total, drained = LiveItems(), 20000, []
     producer = threading.Thread(target=lambda: [live.append(i) for i in range(total)])
     producer.start()
-    while producer.is_alive() or len(drained) < total:
+    while producer.is_alive():
         live.wait(0.01)
         drained += live.drain()
     producer.join()
+    drained += live.drain()
     assert drained == list(range(total))
 
 
 def test_a_waiting_poll_wakes_on_an_item_or_on_wake_not_at_its_timeout():
-    import threading
-
     from service.worker import LiveItems
 
     live = LiveItems()
@@ -138,3 +136,13 @@ def test_a_sync_with_nothing_new_written_costs_no_fsync_and_one_with_something_d
         again.scalars(1, {"loss": 0.5})
         again.sync()
     assert synced.count(again.path.stat().st_ino) == 2
+
+
+# ----------------------------------------------------------------- a Ray started here
+
+def test_a_one_node_ray_this_process_started_counts_as_embedded(local_ray):
+    # Its node shares this machine's files: no per-sweep storage check task is needed.
+    from service import cluster
+
+    with cluster.connect("local") as info:
+        assert (info.embedded, info.owned) == (True, False)
