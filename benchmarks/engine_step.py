@@ -244,20 +244,42 @@ def time_block(step: Callable[[], None], n: int) -> float:
     return (clock() - start) / n
 
 
-def measure(steps: dict, repeats: int, block_seconds: float, pause: float) -> dict:
-    """Median seconds per step of each implementation over alternating blocks."""
-    counts = {}
-    for name, step in steps.items():  # warm up, and size each block to ~block_seconds
-        time_block(step, 20)
-        per_step = time_block(step, 20)
-        counts[name] = max(5, int(block_seconds / per_step))
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
+def set_threads(threads: int) -> None:
+    """BLAS (and OpenMP) threads for numpy and the engine, and PyTorch's threads."""
+    threadpool_limits(limits=threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def measure(configs: list[tuple[int, dict]], repeats: int, block_seconds: float,
+            pause: float) -> list[dict]:
+    """Median seconds per step of every implementation of every (threads, steps) config.
+
+    Blocks alternate across implementations *and* configurations: each repeat runs one
+    block of everything (both orders rotate from one repeat to the next), so a burst of
+    outside load lands on a few blocks of every figure rather than on all blocks of one.
+    """
+    counts = []
+    for threads, steps in configs:  # warm up, and size each block to ~block_seconds
+        set_threads(threads)
+        counts.append({})
+        for name, step in steps.items():
+            time_block(step, 20)
+            counts[-1][name] = max(5, int(block_seconds / time_block(step, 20)))
+    samples = [{name: [] for name in steps} for _, steps in configs]
+    order = list(range(len(configs)))
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
-            time.sleep(pause)  # let the previous block's spinning threads go to sleep
-            samples[name].append(time_block(steps[name], counts[name]))
-    return {name: statistics.median(s) for name, s in samples.items()}
+        for c in order[r % len(order):] + order[:r % len(order)]:
+            threads, steps = configs[c]
+            set_threads(threads)
+            names = list(steps)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                time.sleep(pause)  # let the previous block's spinning threads go to sleep
+                samples[c][name].append(time_block(steps[name], counts[c][name]))
+        if r == 0:
+            print(f"  {repeats} rounds of {sum(len(s) for _, s in configs)} blocks; "
+                  "round 1 done", file=sys.stderr, flush=True)
+    return [{name: statistics.median(v) for name, v in per.items()} for per in samples]
 
 
 def blas_description() -> str:
@@ -272,21 +294,18 @@ def blas_description() -> str:
 
 
 def run_configs(args, names) -> list[dict]:
+    keys = [(threads, network, optimizer) for threads in args.threads
+            for network in args.networks for optimizer in args.optimizers]
+    configs = []
+    for threads, network, optimizer in keys:
+        set_threads(threads)
+        configs.append((threads, build_all(network, optimizer, names)))
     rows = []
-    for threads in args.threads:
-        with threadpool_limits(limits=threads):
-            if torch is not None:
-                torch.set_num_threads(threads)
-            for network in args.networks:
-                for optimizer in args.optimizers:
-                    steps = build_all(network, optimizer, names)
-                    medians = measure(steps, args.repeats, args.block, args.pause)
-                    row = {"network": network, "optimizer": optimizer, "threads": threads}
-                    row.update({f"{k}_us": v * 1e6 for k, v in medians.items()})
-                    rows.append(row)
-                    if not args.json:
-                        print(f"  measured {network} {optimizer} {threads} thread(s)",
-                              file=sys.stderr, flush=True)
+    for (threads, network, optimizer), medians in zip(
+            keys, measure(configs, args.repeats, args.block, args.pause)):
+        row = {"network": network, "optimizer": optimizer, "threads": threads}
+        row.update({f"{k}_us": v * 1e6 for k, v in medians.items()})
+        rows.append(row)
     return rows
 
 
