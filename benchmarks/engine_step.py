@@ -338,6 +338,33 @@ def alone(args) -> list[dict]:
     return [add_ratios(r) for r in merged.values()]
 
 
+def floor_margins(rows: list[dict]) -> list[dict]:
+    """Per network with a floor target and thread count: what Adam's update costs beyond
+    SGD's (engine Adam - engine SGD, same run) against what the target leaves above the
+    matrix multiplies for all the rest of a step (target x floor - floor)."""
+    by_key = {(r["network"], r["threads"], r["optimizer"]): r for r in rows}
+    margins = []
+    for (network, threads, optimizer), adam in by_key.items():
+        sgd = by_key.get((network, threads, "sgd"))
+        target = TARGET_VS_FLOOR.get(network)
+        if optimizer != "adam" or sgd is None or target is None or not all(
+                r.get(k) for r in (adam, sgd) for k in ("engine_us", "floor_us")):
+            continue
+        floor = (adam["floor_us"] + sgd["floor_us"]) / 2
+        margins.append({"network": network, "threads": threads,
+                        "adam_minus_sgd_us": adam["engine_us"] - sgd["engine_us"],
+                        "allowed_above_floor_us": (target - 1) * floor})
+    return margins
+
+
+def format_margins(margins: list[dict]) -> str:
+    return "\n".join(
+        f"- {m['network']}, {m['threads']} thread(s): Adam's update costs "
+        f"{m['adam_minus_sgd_us']:,.1f} µs more than SGD's; the floor target leaves "
+        f"{m['allowed_above_floor_us']:,.1f} µs above the matrix multiplies for all the rest"
+        for m in margins)
+
+
 def format_table(rows: list[dict]) -> str:
     def us(v):
         return "-" if v is None else f"{v:,.1f}"
@@ -391,6 +418,7 @@ def main(argv=None) -> int:
               "repeats": args.repeats, "pause_s": args.pause,
               # Other processes on the machine skew every figure, PyTorch's most.
               "load_average_1min": [load_before, os.getloadavg()[0]], "rows": rows}
+    report["adam_margins"] = floor_margins(rows)
     if args.check_alone and not args.only:
         report["alone_rows"] = alone(args)
     if args.json:
@@ -402,6 +430,9 @@ def main(argv=None) -> int:
           f"{report['load_average_1min'][0]:.2f} before, {report['load_average_1min'][1]:.2f} "
           f"after (other processes skew the figures)\n")
     print(format_table(rows))
+    if report["adam_margins"]:
+        print("\nAdam against the floor target (same run):\n")
+        print(format_margins(report["adam_margins"]))
     if "alone_rows" in report:
         print("\nEach implementation alone in its own process (no alternation, no pauses):\n")
         print(format_table(report["alone_rows"]))
