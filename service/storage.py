@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,10 @@ class Attempt:
     ended: float | None = None
     outcome: str | None = None
 
+    def to_dict(self) -> dict:
+        return {"id": self.id, "node": self.node, "pid": self.pid, "started": self.started,
+                "ended": self.ended, "outcome": self.outcome}
+
 
 @dataclass
 class TrialRecord:
@@ -284,9 +288,17 @@ class TrialRecord:
     checkpoint: str | None = None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["state"] = self.state.value
-        return d
+        """The row as JSON-ready data, equal to ``dataclasses.asdict`` with the state's value.
+
+        Built field by field: ``asdict`` deep-copies every nested value, which was most of
+        the time of saving a big sweep. The config and metrics dicts are the record's own,
+        not copies: serialise the result, do not modify it.
+        """
+        return {"id": self.id, "index": self.index, "config": self.config,
+                "state": self.state.value, "reason": self.reason,
+                "attempts": [a.to_dict() for a in self.attempts], "last_step": self.last_step,
+                "last_metrics": self.last_metrics, "best_metrics": self.best_metrics,
+                "checkpoint": self.checkpoint}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrialRecord":

@@ -1,5 +1,6 @@
 """Storage: atomic files, the driver's lock, the trial table."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -98,6 +99,21 @@ def test_state_round_trips_and_counts_failures():
         again.to_dict()
     assert rec.failed_attempts == 2
     assert json.loads(json.dumps(state.to_dict()))["trials"][0]["state"] == "RUNNING"
+
+
+def test_trial_record_to_dict_is_asdict_with_the_state_value():
+    rec = TrialRecord(id="3_lr=0.1,net=a", index=3,
+                      config={"lr": 0.1, "net": {"sizes": [4, 2], "act": "relu"}},
+                      state=TrialState.STOPPED, reason="early-stop",
+                      attempts=[Attempt("a1", "node-1", 41, 10.0, 12.5, "worker-died"),
+                                Attempt("a2", "node-2", 42, 13.0, None, None)],
+                      last_step=7, last_metrics={"loss": 0.5, "val": {"acc": 0.75}},
+                      best_metrics={"step": 5, "loss": 0.25}, checkpoint="3/checkpoints/ckpt-6")
+    expected = dataclasses.asdict(rec)
+    expected["state"] = "STOPPED"
+    assert rec.to_dict() == expected
+    # the same keys in the same order: state.json's bytes do not change
+    assert json.dumps(rec.to_dict()) == json.dumps(expected)
 
 
 def test_corrupt_state_is_named(tmp_path):
