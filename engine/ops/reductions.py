@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import numpy as np
 
 from engine.graph import GraphError, Op
@@ -21,6 +24,15 @@ def _normalize_axes(axis, ndim: int | None, label: str):
     return tuple(sorted(set(out)))
 
 
+class _Layout(NamedTuple):
+    """How a reduction treats an input of one shape."""
+
+    axes: tuple      # the reduced axes, non-negative
+    shape: tuple     # the output's shape
+    kept: tuple      # the output's shape with the reduced axes kept as 1
+    count: int       # how many input values each output value reduces (1 for an empty input)
+
+
 class Sum(Op):
     """Sum over ``axis`` (all axes when ``None``)."""
 
@@ -29,6 +41,7 @@ class Sum(Op):
 
     def __init__(self, inputs, axis=None, keepdims: bool = False, name=None):
         self.axis_arg, self.keepdims = axis, bool(keepdims)
+        self._layouts: dict[tuple, _Layout] = {}
         super().__init__(inputs, name)
 
     def infer(self, x):
@@ -41,24 +54,31 @@ class Sum(Op):
             return tuple(1 if i in axes else d for i, d in enumerate(x.shape)), dtype
         return tuple(d for i, d in enumerate(x.shape) if i not in axes), dtype
 
-    def _axes(self, x):
-        return tuple(range(x.ndim)) if self.axes is None else tuple(a % x.ndim for a in self.axes)
+    def _layout(self, shape: tuple) -> _Layout:
+        """The layout for an input of ``shape``, computed once per shape: building its
+        tuples on every run cost as much as a small sum itself."""
+        layout = self._layouts.get(shape)
+        if layout is None:
+            ndim = len(shape)
+            axes = tuple(range(ndim)) if self.axes is None else tuple(a % ndim
+                                                                       for a in self.axes)
+            kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+            out = kept if self.keepdims else tuple(d for i, d in enumerate(shape)
+                                                   if i not in axes)
+            size = math.prod(shape)
+            count = size // max(math.prod(out), 1) if size else 1
+            layout = self._layouts[shape] = _Layout(axes, out, kept, count)
+        return layout
 
     def forward(self, ctx, x):
-        axes = self._axes(x)
-        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if self.keepdims \
-            else tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        layout = self._layout(x.shape)
         dtype = ctx.float_dtype if self.float_valued and x.dtype.kind != "f" else x.dtype
-        return np.sum(x, axis=axes, keepdims=self.keepdims, out=ctx.buffer("out", shape, dtype))
-
-    def _expand(self, grad_output, x):
-        """The output gradient with the reduced axes back as size 1, broadcast to ``x``."""
-        axes = self._axes(x)
-        kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
-        return np.broadcast_to(grad_output.reshape(kept), x.shape)
+        return np.sum(x, axis=layout.axes, keepdims=self.keepdims,
+                      out=ctx.buffer("out", layout.shape, dtype))
 
     def backward(self, ctx, grad_output, x):
-        return (self._expand(grad_output, x),)
+        # The output gradient with the reduced axes back as size 1, broadcast to x (a view).
+        return (np.broadcast_to(grad_output.reshape(self._layout(x.shape).kept), x.shape),)
 
 
 class Mean(Sum):
@@ -69,13 +89,14 @@ class Mean(Sum):
 
     def forward(self, ctx, x):
         out = super().forward(ctx, x)
-        count = x.size // max(out.size, 1) if x.size else 1
-        return np.divide(out, count, out=out)
+        return np.divide(out, self._layout(x.shape).count, out=out)
 
     def backward(self, ctx, grad_output, x):
-        count = x.size // max(grad_output.size, 1) if x.size else 1
-        g = ctx.buffer("gx", x.shape, x.dtype)
-        return (np.divide(self._expand(grad_output, x), count, out=g),)
+        layout = self._layout(x.shape)
+        # The division broadcasts the reduced axes into the buffer: np.broadcast_to's view
+        # would cost more than the division.
+        return (np.divide(grad_output.reshape(layout.kept), layout.count,
+                          out=ctx.buffer("gx", x.shape, x.dtype)),)
 
 
 def reduce_sum(x, axis=None, keepdims: bool = False, name: str | None = None) -> Op:
