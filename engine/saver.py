@@ -273,14 +273,19 @@ def _seal(manifest: dict) -> dict:
     return sealed
 
 
+def _read_bytes(file: str, what: str) -> bytes:
+    """The contents of ``file``, the checkpoint's ``what``; CheckpointError if it is missing."""
+    try:
+        with open(file, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {what} {file} does not exist") from None
+
+
 def _read_manifest(path: str) -> dict:
     """The verified manifest of checkpoint ``path`` (without extension)."""
     manifest_file = path + ".json"
-    try:
-        with open(manifest_file, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint manifest {manifest_file} does not exist") from None
+    raw = _read_bytes(manifest_file, "manifest")
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -302,11 +307,7 @@ def _read_verified(path: str) -> tuple[dict, bytes]:
     path = checkpoint_path(path)
     manifest = _read_manifest(path)
     data_file = path + ".npz"
-    try:
-        with open(data_file, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint data file {data_file} does not exist") from None
+    data = _read_bytes(data_file, "data file")
     if len(data) != manifest["size"]:
         raise CheckpointError(f"checkpoint data file {data_file} is damaged: {len(data)} bytes, "
                               f"its manifest says {manifest['size']} (truncated?)")
