@@ -228,9 +228,12 @@ class Op(Node):
     ``backward(ctx, grad_output, *inputs)`` returns one gradient per input (``None`` where an
     input needs none, e.g. ``ctx.needs_grad[i]`` is false). ``ctx`` is the op's
     :class:`~engine.plan.Context` in the running plan: ``ctx.output`` is the forward output,
-    ``ctx.buffer(key, shape, dtype)`` an array reused between runs, ``ctx.training`` and
-    ``ctx.rng`` the session's mode and generator. Ops store what backward needs on ``ctx``.
-    Backward must not write into ``grad_output`` or any input.
+    ``ctx.buffer(key, shape, dtype)`` memory for ``key`` that later runs reuse (no new
+    allocation while shapes stay the same), ``ctx.training`` and ``ctx.rng`` the session's mode
+    and generator. Ops must not rely on a buffer's contents from one run to the next: a
+    forward-only plan (no gradient, no update) draws all its ops' buffers from one shared pool
+    and gives them to other ops once no later step reads the value. Ops store what backward
+    needs on ``ctx``; backward must not write into ``grad_output`` or any input.
     """
 
     type_name = "Op"
