@@ -35,22 +35,34 @@ from typing import Any
 import numpy as np
 
 
+class _NoTorchInThisThread:
+    """A meta path finder that makes ``import torch`` fail in the thread that made it only:
+    other threads importing torch meanwhile get it, and a torch already imported is taken
+    from ``sys.modules`` before any finder is asked."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError("torch is kept out of tensorboardX's import", name=name)
+
+
 def _import_tensorboardx_without_torch() -> None:
     """Import the tensorboardX package without importing torch.
 
     tensorboardX's ``__init__`` imports torch when it is installed, for type hints only (its
     PyTorch helpers import torch themselves when called): about a second of every worker's
-    start, for protos that need none of it. ``import torch`` fails for the duration of that
-    one import (tensorboardX expects it may); a torch already imported is used as it is.
+    start, for protos that need none of it. ``import torch`` fails in this thread for the
+    duration of that one import (tensorboardX expects it may); nothing is remembered, so a
+    later ``import torch`` works.
     """
-    if "tensorboardX" in sys.modules or "torch" in sys.modules:
-        return
-    sys.modules["torch"] = None     # makes ``import torch`` raise ImportError
+    finder = _NoTorchInThisThread()
+    sys.meta_path.insert(0, finder)
     try:
         import tensorboardX  # noqa: F401
     finally:
-        if "torch" in sys.modules and sys.modules["torch"] is None:
-            del sys.modules["torch"]
+        sys.meta_path.remove(finder)
 
 
 _import_tensorboardx_without_torch()   # before the imports of its modules below

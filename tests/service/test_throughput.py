@@ -4,8 +4,10 @@ Speeds themselves are measured in benchmarks/sweep_vs_tune.py, never asserted he
 """
 
 import importlib.util
+import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -23,6 +25,84 @@ def test_a_worker_starts_without_importing_torch_and_torch_still_imports_after()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def run_python(code: str, fake_torch_in=None) -> None:
+    """Run ``code`` in a fresh interpreter, with a stand-in torch package (quick to import)
+    made in folder ``fake_torch_in`` when given, and check it succeeds."""
+    env = dict(os.environ)
+    if fake_torch_in is not None:
+        (fake_torch_in / "torch").mkdir()
+        (fake_torch_in / "torch" / "__init__.py").write_text("class Tensor:\n    pass\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fake_torch_in),
+                                                          env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_torch_imported_before_the_service_is_the_one_tensorboardx_uses(tmp_path):
+    run_python("import torch, service.events, tensorboardX.writer\n"
+               "assert tensorboardX.writer.numpy_compatible is torch.Tensor\n", tmp_path)
+
+
+def test_without_torch_the_service_imports_and_torch_stays_missing():
+    run_python(textwrap.dedent("""
+        import sys
+
+        class NotInstalled:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch":
+                    raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+        sys.meta_path.insert(0, NotInstalled())
+        import numpy, service.events, tensorboardX.writer
+        assert tensorboardX.writer.numpy_compatible is numpy.ndarray
+        try:
+            import torch
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise AssertionError("torch imported")
+        """))
+
+
+def test_torch_imported_by_another_thread_while_the_service_imports_works(tmp_path):
+    # The service keeps torch from its own import of tensorboardX only: another thread that
+    # imports torch meanwhile (as tensorboardX's modules load) gets it.
+    run_python(textwrap.dedent("""
+        import importlib.machinery, sys, threading
+        outcome = []
+
+        def import_torch():
+            try:
+                import torch
+                outcome.append(torch.Tensor.__name__)
+            except ImportError as err:
+                outcome.append(repr(err))
+
+        class MeanwhileImportTorch:
+            # Runs import_torch in a thread as tensorboardX.writer starts to load (not in
+            # find_spec itself, which runs under the global import lock).
+            def find_spec(self, name, path=None, target=None):
+                if name != "tensorboardX.writer":
+                    return None
+                spec = importlib.machinery.PathFinder.find_spec(name, path)
+                load = spec.loader.exec_module
+
+                def exec_module(module):
+                    thread = threading.Thread(target=import_torch)
+                    thread.start()
+                    thread.join()
+                    load(module)
+                spec.loader.exec_module = exec_module
+                return spec
+
+        sys.meta_path.insert(0, MeanwhileImportTorch())
+        import service.events
+        assert outcome == ["Tensor"], outcome
+        assert "torch" in sys.modules
+        """), tmp_path)
 
 
 # ----------------------------------------------------------------- live items
