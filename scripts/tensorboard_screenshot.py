@@ -17,19 +17,15 @@ tab shows the first trial's graph.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
+
+from service.tensorboard_server import TensorBoardServer
 
 TABS = ("scalars", "hparams", "graphs")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
@@ -37,58 +33,15 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-sync", "--no-first-run", "--hide-scrollbars")
 
 
-class TensorBoard:
-    """``tensorboard --logdir DIR`` on a free 127.0.0.1 port, in its own process group."""
-
-    def __init__(self, logdir: Path, start_timeout: float = 60.0):
-        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                   "--host", "127.0.0.1", "--port", "0",
-                   # its Rust data server binds "localhost" unless told otherwise
-                   "--extra_data_server_flags=--host=127.0.0.1"]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        text=True, start_new_session=True)
-        self.url: str | None = None
-        self.log: list[str] = []
-        found = threading.Event()
-
-        def read_stderr() -> None:
-            for line in self.process.stderr:
-                self.log.append(line)
-                match = re.search(r"TensorBoard \S+ at (http://\S+?)/? \(", line)
-                if match:
-                    self.url = match.group(1)
-                    found.set()
-            found.set()    # the server ended
-
-        threading.Thread(target=read_stderr, daemon=True).start()
-        if not found.wait(start_timeout) or self.url is None:
-            self.stop()
-            raise RuntimeError(f"tensorboard did not start within {start_timeout} s:\n"
-                               + "".join(self.log))
-
-    def runs(self) -> list[str]:
-        with urllib.request.urlopen(f"{self.url}/data/runs", timeout=10) as response:
-            return json.loads(response.read())
-
-    def wait_for_runs(self, expected: set[str], timeout: float = 60.0) -> None:
-        """Until every expected run is loaded (the server loads in the background)."""
-        deadline = time.monotonic() + timeout
-        while not expected <= set(self.runs()):
-            if time.monotonic() > deadline:
-                missing = sorted(expected - set(self.runs()))
-                raise RuntimeError(f"tensorboard did not load runs {missing} in {timeout} s")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        """Terminate the server's process group (it and its data server), kill it if it
-        lingers, and reap the server."""
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(wait)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+def wait_for_runs(server: TensorBoardServer, expected: set[str],
+                  timeout: float = 60.0) -> None:
+    """Until the server has loaded every expected run (it loads in the background)."""
+    deadline = time.monotonic() + timeout
+    while not expected <= set(server.get_json("/data/runs")):
+        if time.monotonic() > deadline:
+            missing = sorted(expected - set(server.get_json("/data/runs")))
+            raise RuntimeError(f"tensorboard did not load runs {missing} in {timeout} s")
+        time.sleep(0.5)
 
 
 def tab_url(base: str, tab: str, runs: str | None, tags: str | None) -> str:
@@ -147,17 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.sweep} has no trial with event files yet")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    server = TensorBoard(args.sweep)
-    try:
-        server.wait_for_runs(expected)
+    with TensorBoardServer(args.sweep, start_timeout=60.0) as server:
+        wait_for_runs(server, expected)
         print(f"TensorBoard at {server.url} serves {len(expected)} trials of {args.sweep}")
         for tab in args.tabs:
             path = args.out / f"tensorboard_{tab}.png"
             screenshot(args.chromium, tab_url(server.url, tab, args.runs, args.tags),
                        path.resolve(), size, args.wait_ms)
             print(f"{tab}: {path}")
-    finally:
-        server.stop()
     return 0
 
 

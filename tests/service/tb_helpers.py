@@ -19,17 +19,9 @@ its whole process group on exit::
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +30,8 @@ from typing import Any, TypeVar
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
+
+import service.tensorboard_server
 
 T = TypeVar("T")
 
@@ -116,7 +110,7 @@ def hparam_values(info: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ the tensorboard server
 
-class TensorBoardServer:
+class TensorBoardServer(service.tensorboard_server.TensorBoardServer):
     """A real ``tensorboard`` process serving ``logdir`` on 127.0.0.1, for tests.
 
     ``load_fast``: "auto" (TensorBoard's default: the Rust data server when installed),
@@ -129,79 +123,13 @@ class TensorBoardServer:
 
     def __init__(self, logdir: str | os.PathLike, *, load_fast: str = "auto",
                  start_timeout: float = 30.0, extra_args: tuple[str, ...] = ()) -> None:
-        self.logdir = Path(logdir)
+        args = ["--reload_interval", "0",
+                "--samples_per_plugin", "scalars=100000,histograms=100000",
+                "--load_fast", load_fast]
+        if load_fast == "false":
+            args += ["--reload_task", "blocking"]    # serve only once everything is loaded
+        super().__init__(logdir, args=[*args, *extra_args], start_timeout=start_timeout)
         self.load_fast = load_fast
-        self.start_timeout = start_timeout
-        self.extra_args = extra_args
-        self.url: str | None = None
-        self.pgid: int | None = None    # the server's process group (its pid)
-        self._process: subprocess.Popen | None = None
-        self._stderr: list[str] = []
-
-    def __enter__(self) -> TensorBoardServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Start the server and wait until it serves (raises with its stderr otherwise)."""
-        command = [
-            sys.executable, "-m", "tensorboard.main", "--logdir", str(self.logdir),
-            "--host", "127.0.0.1", "--port", "0", "--reload_interval", "0",
-            "--samples_per_plugin", "scalars=100000,histograms=100000",
-            "--load_fast", self.load_fast,
-            # The Rust data server binds "localhost" unless told otherwise.
-            "--extra_data_server_flags=--host=127.0.0.1", *self.extra_args,
-        ]
-        if self.load_fast == "false":
-            command += ["--reload_task", "blocking"]    # serve only once everything is loaded
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.pgid = self._process.pid
-        found = threading.Event()
-
-        def read_stderr() -> None:
-            for line in self._process.stderr:
-                self._stderr.append(line)
-                match = re.search(r"TensorBoard \S+ at (http://\S+?)/? \(", line)
-                if match:
-                    self.url = match.group(1)
-                    found.set()
-            found.set()  # the process ended
-
-        threading.Thread(target=read_stderr, daemon=True).start()
-        try:
-            if not found.wait(self.start_timeout) or self.url is None:
-                raise RuntimeError(f"tensorboard did not start within {self.start_timeout} s "
-                                   f"(exit status {self._process.poll()}):\n{self.stderr}")
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def stderr(self) -> str:
-        """What the server printed so far."""
-        return "".join(self._stderr)
-
-    def stop(self) -> None:
-        """Terminate the server's process group, kill it after 5 s, and reap the server."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        # Whatever is left of the group (the data server, or a server ignoring SIGTERM).
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(5)
 
     def processes(self) -> list[tuple[int, str]]:
         """The live processes of this server's group: ``[(pid, command line)]``."""
@@ -223,27 +151,6 @@ class TensorBoardServer:
             except (OSError, ValueError):
                 continue    # the process ended while we looked
         return found
-
-    def get(self, path: str, **params: str) -> bytes:
-        """GET ``path`` (e.g. "/data/plugin/graphs/graph") with query ``params``; the body."""
-        query = ("?" + urllib.parse.urlencode(params)) if params else ""
-        return self._fetch(urllib.request.Request(self.url + path + query))
-
-    def get_json(self, path: str, **params: str) -> Any:
-        """GET ``path`` (e.g. "/data/runs") with query ``params``; the parsed JSON."""
-        return json.loads(self.get(path, **params))
-
-    def post_json(self, path: str, body: Any) -> Any:
-        """POST ``body`` as JSON to ``path`` (e.g. "/data/plugin/hparams/experiment")."""
-        return json.loads(self._fetch(urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"})))
-
-    def _fetch(self, request: urllib.request.Request) -> bytes:
-        if self.url is None:
-            raise RuntimeError("the tensorboard server is not running")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.read()
 
     def scalars(self, run: str, tag: str) -> list[tuple[int, float]]:
         """A run's scalar points ``[(step, value), ...]`` as the server returns them (empty
