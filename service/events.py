@@ -74,7 +74,7 @@ from tensorboardX.proto import (api_pb2, attr_value_pb2, event_pb2, graph_pb2, n
 from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import make_histogram
 
-from service.storage import atomic_write_bytes, fsync_dir
+from service.storage import atomic_write_bytes, fsync_dir, write_all
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
 EXPERIMENT_FILE = EVENT_FILE_PREFIX + "0000000000.experiment"
@@ -141,12 +141,6 @@ def event_files(logdir: str | os.PathLike) -> list[Path]:
         return []
     return [Path(logdir, name) for name in sorted(names)
             if "tfevents" in name and os.path.isfile(os.path.join(logdir, name))]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 # ------------------------------------------------------------------ resume: rewrite a run
@@ -391,7 +385,7 @@ class RunWriter:
             if self._fd is None:
                 raise ValueError(f"RunWriter for {str(self.logdir)!r} is closed")
             try:
-                _write_all(self._fd, record)
+                write_all(self._fd, record)
             except BaseException:
                 # Cut a partly written record so readers see whole events only.
                 try:
