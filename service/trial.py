@@ -254,9 +254,15 @@ def remove_leftovers(paths: TrialPaths) -> None:
 
 # ----------------------------------------------------------------- the context
 
-def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict]:
+def _as_step(step: Any, method: str) -> int:
+    """``step`` as an int, or a ValueError naming ``trial.<method>``."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"trial.report: step must be an int >= 0, got {step!r}")
+        raise ValueError(f"trial.{method}: step must be an int >= 0, got {step!r}")
+    return int(step)
+
+
+def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict]:
+    step = _as_step(step, "report")
     if metrics is not None and not isinstance(metrics, dict):
         raise TypeError(f"trial.report: metrics must be a dict of tag -> number, got "
                         f"{type(metrics).__name__}")
@@ -270,7 +276,7 @@ def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict
         except (TypeError, ValueError):
             raise TypeError(f"trial.report: metric {tag!r} must be a number, got "
                             f"{type(value).__name__} {value!r}") from None
-    return int(step), values
+    return step, values
 
 
 class Trial:
@@ -347,9 +353,7 @@ class Trial:
         """
         from engine import Saver
 
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"trial.checkpoint: step must be an int >= 0, got {step!r}")
-        step = int(step)
+        step = _as_step(step, "checkpoint")
         self._open()
         self.fence()
         for name, value in sess.variables().items():
