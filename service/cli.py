@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from service.results import load
+from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, load
 from service.spec import SpecError, load_sweep_file
 from service.storage import StorageError, check_storage, read_json
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -36,10 +33,6 @@ def _parse_set(items: list[str]) -> dict:
         except json.JSONDecodeError:
             changes[key] = raw
     return changes
-
-
-def _address(args) -> str:
-    return args.address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 def _run(sweep, **options) -> int:
@@ -60,7 +53,7 @@ def cmd_launch(args) -> int:
     if changes:
         sweep = sweep.replace(**changes)
     check_storage(sweep.spec.storage)
-    return _run(sweep, storage=sweep.spec.storage, address=_address(args),
+    return _run(sweep, storage=sweep.spec.storage, address=args.address or None,
                 max_concurrent=args.max_concurrent, restart=args.restart)
 
 
@@ -86,7 +79,7 @@ def cmd_resume(args) -> int:
     if sweep.name != folder.name:
         raise UsageError(f"the sweep file {source!r} now defines sweep {sweep.name!r}, but the "
                          f"folder is {folder.name!r}")
-    return _run(sweep, storage=str(folder.parent), address=_address(args),
+    return _run(sweep, storage=str(folder.parent), address=args.address or None,
                 max_concurrent=args.max_concurrent, resume=True,
                 retry_errored=args.retry_errored)
 

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from service import cluster
 from service.events import RunWriter, write_experiment
-from service.results import SweepResult
+from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, SweepResult
 from service.spec import (Choice, Grid, RandInt, SpecError, Sweep, spec_differences,
                           sweep_record)
 from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, SweepState,
@@ -36,7 +36,6 @@ from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, Sweep
 from service.trial import (INTERRUPT, AttemptFence, MetricsSummary, StaleAttempt, TrialTask,
                            write_fence)
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 POLL_INTERVAL = 0.2          # the loop's longest sleep; and how long a poll waits for a
                              # report (so a stop request is delivered at most this late)
 LIVE_GAP = 0.02              # seconds between a worker's polls: a flood of reports comes

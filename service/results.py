@@ -10,6 +10,10 @@ from pathlib import Path
 from service.storage import (StorageError, SweepPaths, SweepState, TrialRecord, TrialState,
                              read_json)
 
+# A sweep's exit status (DESIGN): every trial TERMINATED or STOPPED; some in ERROR; input
+# refused before anything ran; interrupted (resumable).
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 
 @dataclass(frozen=True)
 class BestTrial:
