@@ -16,6 +16,7 @@ import math
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
@@ -373,8 +374,7 @@ class Sweep:
         ``./logs`` by default.
         """
         from service.driver import run_sweep
-        result, status = run_sweep(self, **run_options)
-        result.exit_status = status
+        result, _ = run_sweep(self, **run_options)   # the status is result.exit_status too
         return result
 
     def __repr__(self) -> str:
@@ -459,31 +459,35 @@ def load_sweep_file(path: str | os.PathLike) -> Sweep:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        sweep = _the_sweep(module, spec.loader, path)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    sweep.source_file = str(path)
+    _pickle_by_value(module)
+    return sweep
+
+
+def _the_sweep(module, loader, path: Path) -> Sweep:
+    """Run the sweep file's ``module`` and return its one Sweep; SpecError otherwise."""
+    try:
+        loader.exec_module(module)
     except SpecError as err:
-        del sys.modules[name]
         raise SpecError(f"{path}: {err}") from None
     except SyntaxError as err:
-        del sys.modules[name]
         raise SpecError(f"{path}:{err.lineno}: syntax error: {err.msg}") from None
+    except KeyboardInterrupt:
+        raise
     except BaseException as err:  # noqa: BLE001 - any failure of user code is reported
-        del sys.modules[name]
-        if isinstance(err, KeyboardInterrupt):
-            raise
         raise SpecError(f"{path}: importing the sweep file failed: "
                         f"{type(err).__name__}: {err}") from None
     sweeps = [(k, v) for k, v in vars(module).items() if isinstance(v, Sweep)]
     if not sweeps:
-        del sys.modules[name]
         raise SpecError(f"{path}: defines no Sweep (expected e.g. sweep = Sweep(...))")
     if len({id(v) for _, v in sweeps}) > 1:
-        del sys.modules[name]
         raise SpecError(f"{path}: defines more than one Sweep ("
                         f"{', '.join(k for k, _ in sweeps)}); keep one per file")
-    sweep = sweeps[0][1]
-    sweep.source_file = str(path)
-    _pickle_by_value(module)
-    return sweep
+    return sweeps[0][1]
 
 
 def _pickle_by_value(module) -> None:
@@ -502,7 +506,6 @@ def _pickle_by_value(module) -> None:
 def sweep_record(sweep: Sweep) -> dict:
     """What ``sweep.json`` holds: the spec as launched, its hash, and where ``train`` lives
     (the sweep file's absolute path and the function's name), so ``resume`` can find it."""
-    import time
     return {"format": SPEC_FORMAT, "spec": sweep.spec_dict(), "spec_hash": sweep.spec_hash(),
             "source_file": sweep.source_file, "train_name": sweep.train_name,
             "created": time.time()}
