@@ -104,7 +104,8 @@ class SweepResult:
         return counts
 
     def table(self, scope: str = "last") -> str:
-        """The trials as a text table, sorted by the metric (best first, unreported last)."""
+        """The trials as a text table, sorted by the metric (best first, unreported last);
+        the step is the one the value shown was reported at (the last step without one)."""
         sign = 1.0 if self.mode == "min" else -1.0
 
         def key(t):
@@ -114,8 +115,10 @@ class SweepResult:
         rows = [("trial", "state", self.metric, "step", "attempts", "reason")]
         for t in sorted(self.trials, key=key):
             value, step = self.trial_value(t, scope)
+            if step is None:
+                step = t.last_step
             rows.append((t.id, t.state.value, "-" if value is None else f"{value:.6g}",
-                         "-" if t.last_step is None else str(t.last_step),
+                         "-" if step is None else str(step),
                          str(len(t.attempts)), t.reason or ""))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()

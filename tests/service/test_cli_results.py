@@ -42,6 +42,11 @@ def test_best_by_last_and_by_all(tmp_path):
     assert best.checkpoint is None  # no checkpoint files on storage
     table = result.table().splitlines()
     assert table[1].startswith(trials[1].id) and table[-1].startswith(trials[2].id)
+    # The step column shows where the value shown was reported: the last step, or the best.
+    steps = {row.split()[0]: row.split()[3] for row in table[1:]}
+    assert steps == {t.id: "99" for t in trials}
+    steps = {row.split()[0]: row.split()[3] for row in result.table("all").splitlines()[1:]}
+    assert steps == {t.id: str(40 + t.index) for t in trials}
 
 
 def test_best_with_mode_max(tmp_path):
