@@ -137,10 +137,10 @@ def _publish(folder: str, *groups: Sequence[_TempFile]) -> None:
     for group in groups:
         for temp in group:
             temp.publish()
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
     """Make renames and new entries in ``folder`` durable."""
     fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -670,7 +670,7 @@ class Saver:
             return
         if not os.path.isdir(folder):
             os.makedirs(folder, exist_ok=True)
-            _fsync_dir(os.path.dirname(os.path.abspath(folder)))  # the new folder's entry
+            fsync_dir(os.path.dirname(os.path.abspath(folder)))  # the new folder's entry
         self._pattern = re.compile(re.escape(base) + STEP_SUFFIX)
         state = _read_state(folder) or {}
         named = [n for n in state.get("kept", []) if isinstance(n, str)]

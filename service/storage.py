@@ -22,21 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.saver import fsync_dir
+
 
 class StorageError(RuntimeError):
     """A file or folder on storage that cannot be used; the message names it."""
 
 
 # ----------------------------------------------------------------- atomic files
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a folder so a rename inside it is durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until all of ``data`` is written (a write may take only part of it)."""

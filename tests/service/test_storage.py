@@ -1,8 +1,10 @@
 """Storage: atomic files, the driver's lock, the trial table."""
 
 import dataclasses
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -25,6 +27,26 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path, m
     assert read_json(path, "state") == {"a": 2}
     assert len(synced) >= 2  # the file and its folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+@pytest.mark.parametrize("code, tolerated", [(errno.EINVAL, True), (errno.EIO, False)])
+def test_folder_fsync_refused_by_the_filesystem(tmp_path, monkeypatch, code, tolerated):
+    # Some shared filesystems cannot fsync a folder (EINVAL); their renames are durable
+    # already, so writes go on. A real I/O error still stops the write.
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "state.json"
+    if tolerated:
+        atomic_write_json(path, {"a": 1})
+        assert read_json(path, "state") == {"a": 1}
+    else:
+        with pytest.raises(OSError, match=os.strerror(code)):
+            atomic_write_json(path, {"a": 1})
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -91,7 +113,8 @@ def test_second_driver_is_refused_and_a_dead_holder_is_taken_over(tmp_path):
 
 def test_state_round_trips_and_counts_failures():
     rec = TrialRecord(id="0_lr=0.1", index=0, config={"lr": 0.1}, state=TrialState.RUNNING,
-                      attempts=[Attempt("a1", outcome="error"), Attempt("a2", outcome="driver-lost"),
+                      attempts=[Attempt("a1", outcome="error"),
+                                Attempt("a2", outcome="driver-lost"),
                                 Attempt("a3", outcome="worker-died"), Attempt("a4")])
     state = SweepState("s", "h", [rec])
     again = SweepState(**{**state.__dict__})
