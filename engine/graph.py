@@ -61,7 +61,8 @@ class Node:
         return None if self.shape is None else len(self.shape)
 
     def describe(self) -> str:
-        return f"{self.type_name} '{self.name}' (shape {format_shape(self.shape)}, {self.dtype.name})"
+        return (f"{self.type_name} '{self.name}' (shape {format_shape(self.shape)}, "
+                f"{self.dtype.name})")
 
     def __repr__(self) -> str:
         return f"<{self.describe()}>"

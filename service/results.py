@@ -134,7 +134,7 @@ def load(path: str | os.PathLike) -> SweepResult:
     paths = SweepPaths(path)
     if not paths.root.is_dir() or not paths.sweep_json.exists():
         raise StorageError(f"{str(paths.root)!r} is not a sweep folder (no sweep.json)")
-    meta = read_json(paths.sweep_json, "sweep file record")
+    meta = read_json(paths.sweep_json, "sweep record")
     try:
         spec = meta["spec"]
         name, metric, mode = spec["name"], spec["metric"], spec["mode"]

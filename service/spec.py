@@ -236,11 +236,16 @@ class SweepSpec(BaseModel):
             raise ValueError(f"storage {storage!r} must be a non-empty path without NUL")
         return storage
 
+    @property
+    def grid_points(self) -> int:
+        """The product of the grids' sizes (1 without grids)."""
+        return math.prod(len(d.values) for d in self.space.values() if isinstance(d, Grid))
+
     @model_validator(mode="after")
     def _size(self):
         # Counted before anything is expanded: an absurd num_samples or grid must be refused,
         # not enumerated.
-        points = math.prod(len(d.values) for d in self.space.values() if isinstance(d, Grid))
+        points = self.grid_points
         if points * self.num_samples > MAX_TRIALS:
             culprit = "num_samples" if self.num_samples > 1 else "space"
             raise ValueError(f"{culprit}: {points} grid point(s) x num_samples "
@@ -378,7 +383,8 @@ class Sweep:
         return result
 
     def __repr__(self) -> str:
-        return f"<Sweep {self.name!r}: {len(self.trials())} trials, {self.metric} ({self.mode})>"
+        count = self.spec.num_samples * self.spec.grid_points  # without expanding the trials
+        return f"<Sweep {self.name!r}: {count} trials, {self.metric} ({self.mode})>"
 
 
 def sample(domain, rng: np.random.Generator):

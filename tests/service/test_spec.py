@@ -39,6 +39,7 @@ def test_sampled_trials_are_a_pure_function_of_the_spec():
     assert [t.config for t in a] == [t.config for t in b] and [t.id for t in a] == [t.id for t in b]
     assert [t.config for t in a] != [t.config for t in c]
     assert len(a) == 6
+    assert repr(make(space=space, num_samples=3)).startswith("<Sweep 'tri': 6 trials")
     for t in a:
         assert 1e-4 <= t.config["lr"] < 1e-1 and 4 <= t.config["units"] < 9
         assert t.config["opt"] in ("sgd", "adam") and 0 <= t.config["wd"] < 0.5
