@@ -302,6 +302,13 @@ def _read_manifest(path: str) -> dict:
     return manifest
 
 
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of checkpoint ``path`` (``global_step``, ``wall_time``, ``variables``...)
+    with its own checksum checked, without reading the data file (see
+    :func:`verify_checkpoint`)."""
+    return _read_manifest(checkpoint_path(os.fspath(path)))
+
+
 def _read_verified(path: str) -> tuple[dict, bytes]:
     """The manifest and the data file's bytes, after checking size and sha256."""
     path = checkpoint_path(path)

@@ -226,13 +226,14 @@ def restore_point(folder: Path) -> tuple[str | None, int]:
 
     Damaged checkpoints (a torn write, a flipped bit) are skipped for the one before them.
     """
-    from engine.saver import CheckpointError, latest_checkpoint, verify_checkpoint
+    from engine.saver import CheckpointError, latest_checkpoint, read_manifest
 
     path = latest_checkpoint(folder) if folder.is_dir() else None
     if path is None:
         return None, 0
     try:
-        return path, int(verify_checkpoint(path)["global_step"] or 0)
+        # latest_checkpoint verified the data; restoring verifies it again as it loads it.
+        return path, int(read_manifest(path)["global_step"] or 0)
     except CheckpointError:  # damaged since latest_checkpoint looked: start over
         return None, 0
 

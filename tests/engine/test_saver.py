@@ -19,7 +19,8 @@ import pytest
 
 import engine as en
 from engine import saver as saver_module
-from engine.saver import CheckpointWarning, list_checkpoints, read_checkpoint, verify_checkpoint
+from engine.saver import (CheckpointWarning, list_checkpoints, read_checkpoint, read_manifest,
+                          verify_checkpoint)
 from tests.engine.checkpoint_worker import SEED, build, run_steps
 
 WORKER = Path(__file__).with_name("checkpoint_worker.py")
@@ -182,6 +183,12 @@ def test_damage_is_caught_by_checksum_and_latest_falls_back(tmp_path, damage):
         en.Saver().restore(en.Session(), second)
     with pytest.warns(CheckpointWarning, match=culprit):
         assert en.latest_checkpoint(tmp_path) == first
+    # The manifest alone: its own damage is caught, the data file's is not looked for.
+    if damage == "flip-manifest":
+        with pytest.raises(en.CheckpointError, match=culprit):
+            read_manifest(second)
+    else:
+        assert read_manifest(second)["global_step"] == 2
 
 
 def test_latest_checkpoint_none_and_missing_files(tmp_path):

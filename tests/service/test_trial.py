@@ -4,6 +4,7 @@ back with TensorBoard's own readers."""
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2
 
 import engine as en
+from engine import saver
 from service.trial import (INTERRUPT, StaleAttempt, Trial, TrialStopped, TrialTask, run_attempt,
                            write_fence)
 from tests.service.tb_helpers import hparam_values, hparams_data, load_run, written_points
@@ -120,6 +122,22 @@ def test_a_retry_resumes_from_the_checkpoint_and_each_step_stays_once(tmp_path):
     assert list(hparams_data(task.paths.dir)) == ["_hparams_/session_start_info",
                                                   "_hparams_/session_end_info"]
     assert len([e for e in load_run(task.paths.dir).Histograms("out/kernel")]) == 4
+
+
+def test_a_resumed_attempt_reads_its_checkpoint_data_twice(tmp_path, monkeypatch):
+    # Once to choose it (verified), once to restore it (verified again as it is loaded).
+    task = make_task(tmp_path)
+    calls = []
+    run_attempt(task, make_train(fail_at=12, calls=calls))
+    reads = []
+    real_read = saver._read_bytes
+    monkeypatch.setattr(saver, "_read_bytes",
+                        lambda file, what: (reads.append(os.path.basename(file)),
+                                            real_read(file, what))[1])
+    write_fence(task.paths, "a2")
+    assert run_attempt(make_task(tmp_path, attempt="a2"), make_train(calls=calls))[
+        "outcome"] == "finished" and calls == [0, 10]
+    assert [name for name in reads if name.endswith(".npz")] == ["ckpt-10.npz"] * 2
 
 
 def test_restore_falls_back_past_a_damaged_checkpoint(tmp_path):
