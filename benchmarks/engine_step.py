@@ -16,11 +16,15 @@ Implementations are timed in alternating blocks, repeated; the figure is the med
 step over the blocks. After a block, OpenBLAS's and PyTorch's worker threads keep spinning
 for a while and slow whatever runs next on a 2-core machine, so every block is preceded by a
 pause (``--pause``). ``--check-alone`` also times each implementation in its own process,
-without alternation, to show that the alternating figures are not skewed.
+without alternation, to show that the alternating figures are not skewed. At 2 threads the
+same step can differ by up to 40% from one process to the next (engine and floor alike), so
+``--processes N`` repeats the alternating measurement in N fresh processes and reports the
+median of each figure and of each within-process ratio.
 
     python benchmarks/engine_step.py                 # full table (a few minutes)
     python benchmarks/engine_step.py --json          # machine-readable
     python benchmarks/engine_step.py --check-alone   # plus each library in its own process
+    python benchmarks/engine_step.py --processes 5   # plus medians over 5 fresh processes
 
 PyTorch comes from the ``bench`` extra (``torch==2.13.0``); without it the rest still runs.
 """
@@ -338,6 +342,35 @@ def alone(args) -> list[dict]:
     return [add_ratios(r) for r in merged.values()]
 
 
+def across_processes(args, count: int) -> list[dict]:
+    """The alternating measurement run in ``count`` fresh processes; per configuration, the
+    median over processes of each implementation's time and of each ratio (a ratio is taken
+    within one process, where both figures share that process's luck: at 2 threads the same
+    step differs by up to 40% from one process to the next)."""
+    per_key: dict[tuple, list[dict]] = {}
+    for _ in range(count):
+        cmd = [sys.executable, os.path.abspath(__file__), "--json", "--repeats",
+               str(args.repeats), "--block", str(args.block), "--pause", str(args.pause),
+               "--threads", *map(str, args.threads), "--networks", *args.networks,
+               "--optimizers", *args.optimizers, "--implementations", *args.implementations]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        for row in json.loads(out)["rows"]:
+            per_key.setdefault((row["network"], row["optimizer"], row["threads"]), []).append(row)
+    merged = []
+    for (network, optimizer, threads), rows in per_key.items():
+        row = {"network": network, "optimizer": optimizer, "threads": threads,
+               "processes": len(rows)}
+        for key in rows[0]:
+            values = [r[key] for r in rows if isinstance(r.get(key), float)]
+            if key.endswith(("_us", "_over_torch", "_over_floor")) and values:
+                row[key] = statistics.median(values)
+                row[key + "_range"] = [min(values), max(values)]
+            elif key.startswith("target_"):
+                row[key] = rows[0][key]
+        merged.append(row)
+    return merged
+
+
 def floor_margins(rows: list[dict]) -> list[dict]:
     """Per network with a floor target and thread count: what Adam's update costs beyond
     SGD's (engine Adam - engine SGD, same run) against what the target leaves above the
@@ -405,6 +438,9 @@ def main(argv=None) -> int:
                         help="seconds of pause before each block (spinning threads)")
     parser.add_argument("--check-alone", action="store_true",
                         help="also time each implementation in its own process")
+    parser.add_argument("--processes", type=int, default=0, metavar="N",
+                        help="also run the alternating measurement in N fresh processes and "
+                             "give medians over them (ratios taken within each process)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -421,6 +457,8 @@ def main(argv=None) -> int:
     report["adam_margins"] = floor_margins(rows)
     if args.check_alone and not args.only:
         report["alone_rows"] = alone(args)
+    if args.processes and not args.only:
+        report["process_rows"] = across_processes(args, args.processes)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -436,6 +474,14 @@ def main(argv=None) -> int:
     if "alone_rows" in report:
         print("\nEach implementation alone in its own process (no alternation, no pauses):\n")
         print(format_table(report["alone_rows"]))
+    if "process_rows" in report:
+        print(f"\nMedians over {args.processes} fresh processes, each timing alternating blocks "
+              "(a ratio is taken within one process, then the median over processes):\n")
+        print(format_table(report["process_rows"]))
+        print("\nRange of engine ÷ floor over the processes: " + "; ".join(
+            f"{r['network']} {r['optimizer']} {r['threads']} thread(s) "
+            f"{r['engine_over_floor_range'][0]:.2f}-{r['engine_over_floor_range'][1]:.2f}"
+            for r in report["process_rows"] if "engine_over_floor_range" in r))
     return 0
 
 
