@@ -17,9 +17,10 @@ step over the blocks. After a block, OpenBLAS's and PyTorch's worker threads kee
 for a while and slow whatever runs next on a 2-core machine, so every block is preceded by a
 pause (``--pause``). ``--check-alone`` also times each implementation in its own process,
 without alternation, to show that the alternating figures are not skewed. At 2 threads the
-same step can differ by up to 40% from one process to the next (engine and floor alike), so
-``--processes N`` repeats the alternating measurement in N fresh processes and reports the
-median of each figure and of each within-process ratio.
+same step can differ by up to 40% from one minute to the next (engine and floor alike, a
+state of the shared machine), so ``--processes N`` repeats the alternating measurement in N
+fresh processes, one after the other, and reports the median of each figure and of each
+ratio, a ratio being taken within one process.
 
     python benchmarks/engine_step.py                 # full table (a few minutes)
     python benchmarks/engine_step.py --json          # machine-readable
@@ -343,10 +344,10 @@ def alone(args) -> list[dict]:
 
 
 def across_processes(args, count: int) -> list[dict]:
-    """The alternating measurement run in ``count`` fresh processes; per configuration, the
-    median over processes of each implementation's time and of each ratio (a ratio is taken
-    within one process, where both figures share that process's luck: at 2 threads the same
-    step differs by up to 40% from one process to the next)."""
+    """The alternating measurement run in ``count`` fresh processes, one after the other;
+    per configuration, the median over processes of each implementation's time and of each
+    ratio (a ratio is taken within one process, whose blocks alternate within seconds: at 2
+    threads the same step differs by up to 40% from one minute to the next)."""
     per_key: dict[tuple, list[dict]] = {}
     for _ in range(count):
         cmd = [sys.executable, os.path.abspath(__file__), "--json", "--repeats",
