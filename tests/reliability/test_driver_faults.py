@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from service.storage import SweepState
+from tests.drivers import reap, running, start_driver
 from tests.reliability.helpers import (Control, calls, copy_sweep, each_step_once,
                                        listing, outcome, process_alive, running_pid, trial_ids,
                                        wait_for)
@@ -30,30 +31,6 @@ TIMEOUT = 120
 def cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=TIMEOUT, start_new_session=True)
-
-
-def start_cli(*args, cwd):
-    """A driver subprocess in its own process group (its embedded Ray's processes join it)."""
-    return subprocess.Popen([sys.executable, "-m", "service", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def running(proc):
-    def check():
-        if proc.poll() is not None:
-            raise AssertionError(f"the driver ended ({proc.returncode}):\n"
-                                 f"{proc.communicate()[1]}")
-    return check
-
-
-def reap_group(proc):
-    """SIGKILL what is left of a driver's process group (its Ray's GCS and raylet)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +47,8 @@ def killed_driver(tmp_path_factory):
     controls[held].arm("pause", 4)
     seen = SimpleNamespace(path=path, sweep_dir=sweep_dir, ids=ids, resumed_at=resumed_at,
                            held=held)
-    first = start_cli("launch", str(path), "--storage", str(storage), "--max-concurrent", "2",
-                      cwd=folder)
+    first = start_driver(["launch", str(path), "--storage", str(storage), "--max-concurrent",
+                          "2"], cwd=folder)
     orphan = None
     try:
         for trial in (resumed_at, held):
@@ -92,7 +69,7 @@ def killed_driver(tmp_path_factory):
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     finally:
-        reap_group(first)
+        reap(first)
     pid_file = controls[resumed_at].folder / "orphan.pid"
     orphan = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30,
                           what="the orphan's pid"))
@@ -108,7 +85,7 @@ def killed_driver(tmp_path_factory):
             controls[trial].resume()                   # the dead processes' pause records
         controls[resumed_at].arm("pause", "resume")    # hold the new attempt once it restored
 
-        resumed = start_cli("resume", str(sweep_dir), cwd=folder)
+        resumed = start_driver(["resume", str(sweep_dir)], cwd=folder)
         try:
             controls[resumed_at].wait_paused(timeout=TIMEOUT, alive=running(resumed))
             seen.new_attempt = (sweep_dir / resumed_at / ".attempt").read_text().strip()
@@ -120,7 +97,7 @@ def killed_driver(tmp_path_factory):
             out, err = resumed.communicate(timeout=TIMEOUT)
             seen.resume = SimpleNamespace(returncode=resumed.returncode, stdout=out, stderr=err)
         finally:
-            reap_group(resumed)
+            reap(resumed)
     finally:
         if orphan is not None and process_alive(orphan):
             os.kill(orphan, signal.SIGKILL)

@@ -8,12 +8,13 @@ storage folder makes the driver refuse before any trial starts.
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from service.storage import SweepState
+from tests import drivers
+from tests.drivers import running
 from tests.reliability.helpers import (Control, calls, copy_sweep, each_step_once, listing,
                                        outcome, running_pid, state_of, trial_ids, wait_for)
 from tests.reliability.raycluster import Cluster
@@ -37,9 +38,7 @@ def start_driver(cluster, args, cwd, *, via_env=False):
         env["RAY_ADDRESS"] = cluster.address
     else:
         args = [*args, "--address", cluster.address]
-    return subprocess.Popen([sys.executable, "-m", "service", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return drivers.start_driver(args, cwd, env)
 
 
 def finish(driver):
@@ -50,14 +49,6 @@ def finish(driver):
         out, err = driver.communicate()
         raise AssertionError(f"the driver hung:\n{err[-3000:]}") from None
     return driver.returncode, out, err
-
-
-def running(driver):
-    def check():
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver ended ({driver.returncode}):\n"
-                                 f"{driver.communicate()[1][-3000:]}")
-    return check
 
 
 def environ(pid: int) -> dict[str, str]:

@@ -23,26 +23,11 @@ from service.events import RunWriter
 from service.spec import load_sweep_file
 from service.storage import SweepState, TrialState
 from service.trial import TrialTask, run_attempt, write_fence
+from tests.drivers import reap, start_driver
 from tests.service.conftest import calls
 from tests.service.tb_helpers import TensorBoardServer, scalar_points, written_points
 
 TAGS = ("loss", "loss/full", "fresh/loss")
-
-
-def launch(args, cwd):
-    """A driver subprocess in its own process group (so leftovers can be reaped)."""
-    return subprocess.Popen([sys.executable, "-m", "service", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def reap(proc):
-    """Kill whatever is left of a driver's process group (Ray's agents outlive a SIGKILL)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate(timeout=30)
 
 
 def wait_for(predicate, proc, timeout=90.0):
@@ -168,7 +153,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(sweep_file, tm
                                                                   monkeypatch):
     path = sweep_file("slow")
     sweep_dir = tmp_path / "logs" / "slow"
-    driver = launch(["launch", str(path), "--storage", str(tmp_path / "logs")], tmp_path)
+    driver = start_driver(["launch", str(path), "--storage", str(tmp_path / "logs")], tmp_path)
     try:
         wait_for(lambda: mid_sweep(sweep_dir), driver)
         driver.send_signal(signal.SIGKILL)
@@ -235,7 +220,7 @@ def test_ctrl_c_then_resume_gives_the_results_of_an_uninterrupted_run(local_ray,
     assert status == 0
 
     sweep_dir = tmp_path / "logs" / "slow"
-    driver = launch(["launch", str(path), "--storage", str(tmp_path / "logs")], tmp_path)
+    driver = start_driver(["launch", str(path), "--storage", str(tmp_path / "logs")], tmp_path)
     try:
         wait_for(lambda: mid_sweep(sweep_dir), driver)
         driver.send_signal(signal.SIGINT)
