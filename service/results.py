@@ -58,6 +58,21 @@ class SweepResult:
     def best(self, scope: str = "last") -> BestTrial | None:
         """The best trial by the sweep's metric: its ``last`` reported value (Ray Tune's
         default) or the best value it ever reported (``all``). None if no trial reported it."""
+        found = self._ranked_first(scope)
+        if found is None:
+            return None
+        trial, value, step = found
+        return BestTrial(trial.id, trial.config, self.metric, self.mode, value, step,
+                         self.checkpoint_of(trial.id))
+
+    @property
+    def best_config(self) -> dict | None:
+        # Only the ranking: finding (and verifying) the best trial's checkpoint reads it.
+        found = self._ranked_first("last")
+        return None if found is None else found[0].config
+
+    def _ranked_first(self, scope: str) -> tuple[TrialRecord, float, int | None] | None:
+        """The best trial with its value and step (ties go to the lower index)."""
         if scope not in ("last", "all"):
             raise ValueError(f"scope must be 'last' or 'all', got {scope!r}")
         sign = 1.0 if self.mode == "min" else -1.0
@@ -69,13 +84,7 @@ class SweepResult:
         if not ranked:
             return None
         _, _, trial, value, step = min(ranked, key=lambda r: (r[0], r[1]))
-        return BestTrial(trial.id, trial.config, self.metric, self.mode, value, step,
-                         self.checkpoint_of(trial.id))
-
-    @property
-    def best_config(self) -> dict | None:
-        best = self.best()
-        return None if best is None else best.config
+        return trial, value, step
 
     def checkpoint_of(self, trial_id: str) -> str | None:
         """The trial's latest valid checkpoint on storage (storage is trusted over state)."""

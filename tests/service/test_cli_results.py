@@ -49,6 +49,14 @@ def test_best_by_last_and_by_all(tmp_path):
     assert steps == {t.id: str(40 + t.index) for t in trials}
 
 
+def test_best_config_is_the_ranking_alone(tmp_path, monkeypatch):
+    root, trials = fake_sweep_folder(tmp_path)
+    result = load(root)
+    monkeypatch.setattr(type(result), "checkpoint_of",
+                        lambda self, trial_id: pytest.fail("best_config looked for a checkpoint"))
+    assert result.best_config == trials[1].config == {"lr": 0.2}
+
+
 def test_best_with_mode_max(tmp_path):
     root, trials = fake_sweep_folder(tmp_path, mode="max")
     assert load(root).best().trial == trials[0].id
