@@ -325,18 +325,24 @@ def add_ratios(row: dict) -> dict:
     return row
 
 
+def rows_of_fresh_process(args, *options: str, pause: float) -> list[dict]:
+    """The table rows of this script run again in a new process, with the same networks,
+    optimizers, threads, repeats and block length, and ``options``."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--json", "--repeats", str(args.repeats),
+           "--block", str(args.block), "--pause", str(pause),
+           "--threads", *map(str, args.threads), "--networks", *args.networks,
+           "--optimizers", *args.optimizers, *options]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["rows"]
+
+
 def alone(args) -> list[dict]:
     """Each implementation timed in its own process, without alternation or pauses."""
     merged: dict[tuple, dict] = {}
     for name in args.implementations:
         if name == "torch" and torch is None:
             continue
-        cmd = [sys.executable, os.path.abspath(__file__), "--json", "--only", name,
-               "--repeats", str(args.repeats), "--block", str(args.block), "--pause", "0",
-               "--threads", *map(str, args.threads), "--networks", *args.networks,
-               "--optimizers", *args.optimizers]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        for row in json.loads(out)["rows"]:
+        for row in rows_of_fresh_process(args, "--only", name, pause=0):
             key = (row["network"], row["optimizer"], row["threads"])
             merged.setdefault(key, {"network": key[0], "optimizer": key[1],
                                     "threads": key[2]})[f"{name}_us"] = row[f"{name}_us"]
@@ -350,12 +356,8 @@ def across_processes(args, count: int) -> list[dict]:
     threads the same step differs by up to 40% from one minute to the next)."""
     per_key: dict[tuple, list[dict]] = {}
     for _ in range(count):
-        cmd = [sys.executable, os.path.abspath(__file__), "--json", "--repeats",
-               str(args.repeats), "--block", str(args.block), "--pause", str(args.pause),
-               "--threads", *map(str, args.threads), "--networks", *args.networks,
-               "--optimizers", *args.optimizers, "--implementations", *args.implementations]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        for row in json.loads(out)["rows"]:
+        for row in rows_of_fresh_process(args, "--implementations", *args.implementations,
+                                         pause=args.pause):
             per_key.setdefault((row["network"], row["optimizer"], row["threads"]), []).append(row)
     merged = []
     for (network, optimizer, threads), rows in per_key.items():
