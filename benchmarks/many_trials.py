@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with StateSaves() as saves:
         began = time.perf_counter()
-        result, status = run_sweep(sweep, storage=str(storage), out=io.StringIO(),
-                                   progress=False)
+        result = run_sweep(sweep, storage=str(storage), out=io.StringIO(),
+                           progress=False)
+        status = result.exit_status
         wall = time.perf_counter() - began
     if status != 0 or len(result.trials) != args.trials:
         print(f"the sweep failed: status {status}, {len(result.trials)} trials", file=sys.stderr)
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     records = completion_records(result.root)
 
     began = time.perf_counter()
-    resumed, status = run_sweep(sweep, storage=str(storage), resume=True, out=io.StringIO(),
-                                progress=False)
+    resumed = run_sweep(sweep, storage=str(storage), resume=True, out=io.StringIO(),
+                        progress=False)
+    status = resumed.exit_status
     resume_s = time.perf_counter() - began
     state = SweepState.load(result.root / "state.json")
     rerun = [t.id for t in state.trials if len(t.attempts) != attempts[t.id]]

@@ -97,7 +97,8 @@ def run_gradsweep(train: Callable, space: dict[str, list], storage: str, name: s
     start = time.perf_counter()
     sweep = Sweep(name=name, train=train, space={k: grid(v) for k, v in space.items()},
                   metric="loss", mode="min", max_concurrent=SLOTS, **options)
-    result, status = run_sweep(sweep, storage=storage, out=io.StringIO())
+    result = run_sweep(sweep, storage=storage, out=io.StringIO())
+    status = result.exit_status
     seconds = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"gradsweep sweep {name!r} failed (exit status {status})")

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import engine as en
 from service import driver
-from service.spec import load_sweep_file
+from service.sweep import load_sweep_file
 
 from sweep import (REPORTS, SLOTS, Measure, count_files, grid_space, local_ray, median,
                    per_trial_overhead, run_gradsweep, scratch, trivial_train)

@@ -309,8 +309,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return _read_manifest(checkpoint_path(os.fspath(path)))
 
 
-def _read_verified(path: str) -> tuple[dict, bytes]:
-    """The manifest and the data file's bytes, after checking size and sha256."""
+def _read_verified(path: str, sha256: str | None = None) -> tuple[dict, bytes]:
+    """The manifest and the data file's bytes, after checking size and sha256 (with
+    ``sha256``, the digest the caller verified earlier, the data is not hashed again: it
+    must be the manifest's)."""
     path = checkpoint_path(path)
     manifest = _read_manifest(path)
     data_file = path + ".npz"
@@ -318,6 +320,8 @@ def _read_verified(path: str) -> tuple[dict, bytes]:
     if len(data) != manifest["size"]:
         raise CheckpointError(f"checkpoint data file {data_file} is damaged: {len(data)} bytes, "
                               f"its manifest says {manifest['size']} (truncated?)")
+    if sha256 is not None and sha256 == manifest["sha256"]:
+        return manifest, data
     digest = hashlib.sha256(data).hexdigest()
     if digest != manifest["sha256"]:
         raise CheckpointError(f"checkpoint data file {data_file} is damaged: sha256 {digest} "
@@ -420,10 +424,12 @@ def _npz_arrays(data: bytes, data_file: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """The verified arrays (read-only, by variable name) and manifest of checkpoint ``path``."""
+def read_checkpoint(path: str | os.PathLike, sha256: str | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict]:
+    """The verified arrays (read-only, by variable name) and manifest of checkpoint ``path``
+    (``sha256``: see :func:`_read_verified`)."""
     path = checkpoint_path(path)
-    manifest, data = _read_verified(path)
+    manifest, data = _read_verified(path, sha256)
     data_file = path + ".npz"
     arrays = _npz_arrays(data, data_file)
     listed = {v["name"]: (tuple(v["shape"]), v["dtype"]) for v in manifest["variables"]}
@@ -486,13 +492,10 @@ def list_checkpoints(folder: str | os.PathLike) -> list[str]:
     return sorted(paths, key=lambda p: (_wall_time(p), p))
 
 
-def latest_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The newest checkpoint in ``folder`` whose files exist and verify, or None.
-
-    Candidates come from the state file (latest first, then the other kept ones, newest
-    first), then any other complete checkpoint in the folder, newest first. A damaged or
-    missing candidate is skipped with a :class:`CheckpointWarning` naming the file.
-    """
+def checkpoint_candidates(folder: str | os.PathLike) -> list[str]:
+    """The checkpoints of ``folder`` (paths without extension), newest first, not verified:
+    those the state file names (latest first, then the other kept ones, newest first), then
+    any other complete checkpoint in the folder, newest first."""
     folder = os.fspath(folder)
     state = _read_state(folder) or {}
     named = [state.get("latest")] + list(reversed(state.get("kept", []))) + \
@@ -501,8 +504,16 @@ def latest_checkpoint(folder: str | os.PathLike) -> str | None:
     others = set(_names_on_disk(folder)) - set(candidates)
     candidates += sorted(others, key=lambda n: _wall_time(os.path.join(folder, n)),
                          reverse=True)
-    for name in candidates:
-        path = os.path.join(folder, name)
+    return [os.path.join(folder, name) for name in candidates]
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The newest checkpoint in ``folder`` whose files exist and verify, or None.
+
+    Candidates are :func:`checkpoint_candidates`. A damaged or missing candidate is skipped
+    with a :class:`CheckpointWarning` naming the file.
+    """
+    for path in checkpoint_candidates(folder):
         try:
             verify_checkpoint(path)
         except CheckpointError as e:
@@ -730,7 +741,8 @@ class Saver:
                 pass
 
     # -- restoring
-    def restore(self, sess, path: str | os.PathLike | None) -> int | None:
+    def restore(self, sess, path: str | os.PathLike | None, sha256: str | None = None
+                ) -> int | None:
         """Load checkpoint ``path`` into ``sess``: every variable in place, and the random
         state. Returns the checkpoint's ``global_step`` (the next step to run), or None if it
         was saved without one; :func:`verify_checkpoint` gives the whole manifest.
@@ -739,12 +751,15 @@ class Saver:
         was run or attached) they must match the checkpoint exactly: one error lists every
         missing, unexpected, mis-shaped and mis-typed variable. Otherwise every array is
         loaded and the session checks later graphs against it (``sess.restored_from``).
+
+        ``sha256``: the data's digest as verified earlier by the caller (who knows the file
+        has not changed since): then the data is read but not hashed again.
         """
         if path is None:
             raise CheckpointError("Saver.restore: no checkpoint path (latest_checkpoint found "
                                   "none?)")
         path = checkpoint_path(path)
-        arrays, manifest = read_checkpoint(path)
+        arrays, manifest = read_checkpoint(path, sha256)
         known = sess.variable_nodes()
         wanted = list(arrays) if self.var_list is None else self._var_names(sess)
         problems = self._differences(sess, arrays, known, wanted)

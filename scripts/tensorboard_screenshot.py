@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from service.tensorboard_server import TensorBoardServer
+from tensorboard_server import TensorBoardServer   # beside this script
 
 TABS = ("scalars", "hparams", "graphs")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",

@@ -10,7 +10,8 @@ Importing this package starts nothing (Ray starts when a sweep runs).
 """
 
 from service.results import SweepResult, load
-from service.spec import SpecError, Sweep, choice, grid, loguniform, randint, uniform
+from service.spec import SpecError, choice, grid, loguniform, randint, uniform
+from service.sweep import Sweep
 
 __all__ = ["SpecError", "Sweep", "SweepResult", "choice", "grid", "load", "loguniform",
            "randint", "uniform"]

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, load
-from service.spec import SpecError, load_sweep_file
+from service.spec import SpecError
+from service.sweep import load_sweep_file
 from service.storage import StorageError, check_storage, read_json
 
 
@@ -37,8 +38,8 @@ def _parse_set(items: list[str]) -> dict:
 
 def _run(sweep, **options) -> int:
     from service.driver import run_sweep
-    result, status = run_sweep(sweep, **options)
-    errored = result.errored
+    result = run_sweep(sweep, **options)
+    status, errored = result.exit_status, result.errored
     if status == EXIT_ERRORS and errored:
         names = ", ".join(t.id for t in errored)
         print(f"gradsweep: {len(errored)} trial(s) ended in ERROR: {names}", file=sys.stderr)

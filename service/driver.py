@@ -11,7 +11,6 @@ workers, and handle Ctrl-C. The driver is the only writer of ``state.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import shutil
@@ -21,20 +20,28 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from service import cluster
-from service.events import RunWriter, write_experiment
+from service.checkpoints import restore_point
+from service.messages import (AttemptResult, Baseline, CheckpointRef, CheckpointSaved, Notice,
+                              Outcome, Report, TrialState)
 from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, SweepResult
-from service.spec import (Choice, Grid, RandInt, SpecError, Sweep, spec_differences,
-                          sweep_record)
+from service.schedulers import Decision, Scheduler, Stop, make_scheduler
+from service.search import FINISHED, Searcher, make_searcher
+from service.spec import (Choice, Grid, Objective, RandInt, SpecError, id_width,
+                          spec_differences, sweep_record, trial_count, trial_id)
 from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, SweepState,
-                             TrialPaths, TrialRecord, TrialState, atomic_write_bytes,
-                             atomic_write_json, check_storage, read_json)
+                             TrialPaths, TrialRecord, atomic_write_bytes, atomic_write_json,
+                             check_storage, read_json)
 from service.trial import (INTERRUPT, AttemptFence, MetricsSummary, StaleAttempt, TrialTask,
                            write_fence)
+
+if TYPE_CHECKING:
+    from service.sweep import Sweep
 
 POLL_INTERVAL = 0.2          # the loop's longest sleep; and how long a poll waits for a
                              # report (so a stop request is delivered at most this late)
@@ -49,9 +56,10 @@ PROGRESS_INTERVAL = 0.5
 def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None = "local",
               max_concurrent: int | None = None, restart: bool = False, resume: bool = False,
               retry_errored: bool = False, progress: bool | None = None,
-              out: TextIO | None = None) -> tuple[SweepResult, int]:
-    """Run (or resume) ``sweep``; returns its result and the exit status (DESIGN): 0 every
-    trial TERMINATED or STOPPED, 1 some in ERROR, 130 interrupted (resumable).
+              out: TextIO | None = None) -> SweepResult:
+    """Run (or resume) ``sweep``; returns its result, whose ``exit_status`` is the exit
+    status (DESIGN): 0 every trial TERMINATED or STOPPED, 1 some in ERROR, 130 interrupted
+    (resumable).
 
     ``storage`` defaults to the spec's; ``address`` "local" starts an embedded Ray (None:
     ``RAY_ADDRESS`` or local); ``max_concurrent`` defaults to the spec's, else the cluster's
@@ -69,12 +77,19 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
                    None)
     lock = open_sweep_folder(sweep, paths, restart=restart, resume=resume, out=out)
     try:
-        state, retry_base = reconcile(sweep, paths, retry_errored=retry_errored)
+        searcher, scheduler = make_searcher(sweep.spec), make_scheduler(sweep.spec)
+        load_plugin_state(paths.searcher_json, searcher)
+        searcher.setup(sweep.spec)
+        state, retry_base = reconcile(sweep, paths, searcher, retry_errored=retry_errored)
+        load_plugin_state(paths.scheduler_json, scheduler)
+        scheduler.setup(sweep.objective, [t.id for t in state.trials])
         state.save(paths.state_json)
+        from service.events import write_experiment   # tensorboardX loads with a writer
+
         write_experiment(paths.root, hparam_domains(sweep), [sweep.metric])
         status = EXIT_OK
         runnable = [t for t in state.trials if t.state == TrialState.PENDING]
-        if runnable:
+        if runnable or searcher.planned() is None:
             with cluster.connect(address) as info:
                 try:
                     check_cluster(sweep, paths, info)
@@ -85,7 +100,9 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
                 concurrency = max_concurrent or sweep.spec.max_concurrent or \
                     cluster.default_concurrency(info.cpus, sweep.spec.resources)
                 controller = Controller(sweep, paths, state, retry_base, concurrency,
-                                        Progress(out, progress, len(state.trials), sweep))
+                                        Progress(out, progress, trial_count(sweep.spec),
+                                                 sweep.objective),
+                                        searcher=searcher, scheduler=scheduler)
                 status = controller.run()
         result = SweepResult(paths.root, sweep.name, sweep.metric, sweep.mode, state.trials)
         if status != EXIT_INTERRUPTED:
@@ -96,7 +113,7 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
                   f"Resume with:\n  python -m service resume {shlex.quote(str(paths.root))}",
                   file=sys.stderr, flush=True)
         result.exit_status = status
-        return result, status
+        return result
     finally:
         lock.release()
 
@@ -144,7 +161,7 @@ def open_sweep_folder(sweep: Sweep, paths: SweepPaths, *, restart: bool, resume:
             lock = SweepLock(paths.lock)
             lock.acquire()
             record = None
-        new = sweep_record(sweep)
+        new = sweep_record(sweep.spec, sweep.source_file, sweep.train_name)
         if record is None:
             atomic_write_json(paths.sweep_json, new)
         elif record.get("spec_hash") != new["spec_hash"]:
@@ -185,31 +202,37 @@ def read_result(paths: TrialPaths) -> dict | None:
     return result if ok else None
 
 
-def reconcile(sweep: Sweep, paths: SweepPaths, *, retry_errored: bool
+def reconcile(sweep: Sweep, paths: SweepPaths, searcher: Searcher, *, retry_errored: bool
               ) -> tuple[SweepState, dict[str, int]]:
     """The trial table to run from: ``state.json`` corrected by what storage holds.
 
-    Trials with a completion record are final; final trials without one run again; RUNNING
-    trials of a driver that died are PENDING again, their open attempt "driver-lost" (it
-    costs no retry); ERROR trials run again with ``retry_errored`` (with a fresh budget:
-    the returned dict gives the failures that no longer count); a pending trial's
-    checkpoint is the latest one that verifies on storage.
+    The table holds the searcher's planned trials (grid and random search: all of them) and
+    every trial suggested earlier. Trials with a completion record are final; final trials
+    without one run again; RUNNING trials of a driver that died are PENDING again, their open
+    attempt "driver-lost" (it costs no retry); ERROR trials run again with
+    ``retry_errored`` (with a fresh budget: the returned dict gives the failures that no
+    longer count); a pending trial's checkpoint is the latest one that verifies on storage.
     """
-    from engine import latest_checkpoint
-
     old: dict[str, TrialRecord] = {}
     if paths.state_json.exists():
         old = SweepState.load(paths.state_json).by_id()
+    planned = searcher.planned()
+    if planned is None:   # suggested trials: those the table already holds, in order
+        records = sorted(old.values(), key=lambda r: r.index)
+    else:
+        records = []
+        for spec in planned:
+            record = old.get(spec.id) or TrialRecord(spec.id, spec.index, spec.config)
+            record.index, record.config = spec.index, spec.config
+            records.append(record)
     trials, retry_base = [], {}
     now = time.time()
-    for spec in sweep.trials():
-        record = old.get(spec.id) or TrialRecord(spec.id, spec.index, spec.config)
-        record.index, record.config = spec.index, spec.config
-        tpaths = paths.trial(spec.id)
+    for record in records:
+        tpaths = paths.trial(record.id)
         for attempt in record.attempts:
             if attempt.outcome is None:
                 # It ended unseen: count its time (time budgets) up to its last durable report.
-                attempt.outcome = "driver-lost"
+                attempt.outcome = Outcome.DRIVER_LOST
                 attempt.ended = max(attempt.started or now, last_report_time(tpaths) or 0.0)
         done = read_result(tpaths)
         if done is not None:
@@ -218,14 +241,32 @@ def reconcile(sweep: Sweep, paths: SweepPaths, *, retry_errored: bool
             trials.append(record)
             continue
         if record.state == TrialState.ERROR and retry_errored:
-            retry_base[spec.id] = record.failed_attempts
+            retry_base[record.id] = record.failed_attempts
             record.state = TrialState.PENDING
         elif record.state != TrialState.ERROR:
             record.state, record.reason = TrialState.PENDING, None
-        latest = latest_checkpoint(tpaths.checkpoints) if tpaths.checkpoints.is_dir() else None
-        record.checkpoint = None if latest is None else str(Path(latest).relative_to(paths.root))
+        set_checkpoint(record, restore_point(paths.root, tpaths.checkpoints,
+                                             record.checkpoint_ref, note=_noting(record)))
         trials.append(record)
     return SweepState(sweep.name, sweep.spec_hash(), trials), retry_base
+
+
+def _noting(record: TrialRecord) -> Callable[[str], None]:
+    """Tell the driver's user about a trial's damaged checkpoint (on stderr)."""
+    return lambda message: print(f"gradsweep: trial {record.id}: {message}", file=sys.stderr,
+                                 flush=True)
+
+
+def set_checkpoint(record: TrialRecord, ref: CheckpointRef | None) -> None:
+    """Make ``ref`` the trial's latest checkpoint in its row of state.json."""
+    record.checkpoint_ref = ref
+    record.checkpoint = None if ref is None else ref.path
+
+
+def load_plugin_state(path: Path, plugin: Searcher | Scheduler) -> None:
+    """Continue a searcher or scheduler from the state an earlier driver persisted."""
+    if path.exists():
+        plugin.load_state_dict(read_json(path, "saved state"))
 
 
 def last_report_time(paths: TrialPaths) -> float | None:
@@ -250,7 +291,10 @@ def apply_summary(record: TrialRecord, summary: dict) -> None:
     record.last_step = summary.get("last_step")
     record.last_metrics = dict(summary.get("last_metrics") or {})
     record.best_metrics = dict(summary.get("best_metrics") or {})
-    if summary.get("checkpoint"):
+    ref = CheckpointRef.from_dict(summary.get("checkpoint_ref"))
+    if ref is not None:
+        set_checkpoint(record, ref)
+    elif summary.get("checkpoint"):
         record.checkpoint = summary["checkpoint"]
 
 
@@ -301,10 +345,10 @@ class Progress:
     """One status line rewritten in place on a terminal; silent otherwise. Events (retries,
     errors) go to stderr either way."""
 
-    def __init__(self, out: TextIO, enabled: bool | None, total: int, sweep: Sweep):
+    def __init__(self, out: TextIO, enabled: bool | None, total: int, objective: Objective):
         self.out, self.total = out, total
         self.enabled = _isatty(out) if enabled is None else bool(enabled)
-        self.metric, self.sign = sweep.metric, (1.0 if sweep.mode == "min" else -1.0)
+        self.objective = objective
         self.started = time.monotonic()
         self._shown = 0.0
         self._width = 0
@@ -316,12 +360,12 @@ class Progress:
         self._shown = now
         done = sum(t.state in (TrialState.TERMINATED, TrialState.STOPPED) for t in trials)
         failed = sum(t.state == TrialState.ERROR for t in trials)
-        values = [t.best_metrics.get(self.metric) for t in trials]
-        values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-        best = f"{min(values, key=lambda v: self.sign * v):.4g}" if values else "-"
+        values = [self.objective.value(t.best_metrics) for t in trials]
+        values = [v for v in values if v is not None]
+        best = f"{min(values, key=lambda v: self.objective.sign * v):.4g}" if values else "-"
         elapsed = int(now - self.started)
         line = (f"{done}/{self.total} done, {running} running, {failed} failed, best "
-                f"{self.metric} {best}, {elapsed // 60:02d}:{elapsed % 60:02d} elapsed")
+                f"{self.objective.metric} {best}, {elapsed // 60:02d}:{elapsed % 60:02d} elapsed")
         self.out.write("\r" + line.ljust(self._width))
         self.out.flush()
         self._width = len(line)
@@ -356,6 +400,7 @@ class Running:
     summary: MetricsSummary
     stop: str | None = None
     stop_sent: bool = False
+    decision: tuple[int, Decision] | None = None   # the answer to a waiting report
     poll_ref: Any = None
     next_poll: float = field(default_factory=lambda: time.monotonic() + LIVE_GAP)
 
@@ -364,7 +409,8 @@ class Controller:
     """The loop that runs a sweep's PENDING trials on a pool of worker actors."""
 
     def __init__(self, sweep: Sweep, paths: SweepPaths, state: SweepState,
-                 retry_base: dict[str, int], concurrency: int, progress: Progress):
+                 retry_base: dict[str, int], concurrency: int, progress: Progress, *,
+                 searcher: Searcher, scheduler: Scheduler):
         import ray
 
         from service.worker import worker_class
@@ -374,6 +420,8 @@ class Controller:
         self.retry_base = retry_base
         self.concurrency = max(1, int(concurrency))
         self.progress = progress
+        self.searcher, self.scheduler = searcher, scheduler
+        self.searching = True     # until the searcher says FINISHED
         self.queue = deque(t for t in state.trials if t.state == TrialState.PENDING)
         self.running: dict[Any, Running] = {}     # run ref -> attempt
         self.polls: dict[Any, Running] = {}       # poll ref -> attempt
@@ -381,9 +429,8 @@ class Controller:
         self.worker_info: dict[Any, dict] = {}    # worker -> {"node", "pid"}
         self.idle: list = []
         self.workers: list = []
-        cpus = float(self.spec.resources.get("cpu", 1.0))
         self.worker_cls = worker_class().options(**cluster.actor_options(self.spec.resources))
-        self.worker_args = (cpus,)
+        self.worker_args = (self.spec.resources["cpu"],)
         self.train_ref = ray.put(sweep.train)
         self.interrupts = Interrupts()
         self.state_dirty = self.metrics_dirty = False
@@ -397,7 +444,7 @@ class Controller:
         ray = self.ray
         with self.interrupts:
             try:
-                while self.queue or self.running:
+                while self.queue or self.running or self.searching:
                     if self.interrupts.count:
                         self.stop_all(INTERRUPT)
                         if not self.running:
@@ -428,12 +475,40 @@ class Controller:
         return EXIT_INTERRUPTED if self.interrupts.count else EXIT_OK
 
     def launch_ready(self) -> None:
-        while self.queue and len(self.running) < self.concurrency:
-            self.launch(self.queue.popleft())
+        while len(self.running) < self.concurrency:
+            record = self.queue.popleft() if self.queue else self.suggest()
+            if record is None:
+                break
+            self.launch(record)
         # Nothing left to hand out: an idle worker would only hold its CPUs, which a retry's
         # new worker may be waiting for (a node was lost and the cluster is full).
         while self.idle and not self.queue:
             self.discard_worker(self.idle.pop())
+
+    def suggest(self) -> TrialRecord | None:
+        """A new trial from the searcher, in the table and persisted before it runs; None
+        when the searcher has none now (or no more: then ``searching`` turns false)."""
+        if not self.searching:
+            return None
+        index = len(self.state.trials)
+        config = self.searcher.suggest(index)
+        if config is FINISHED or (config is None and not self.running):
+            self.searching = False    # nothing running could change its mind: it is done
+            return None
+        if config is None:
+            return None
+        width = id_width(trial_count(self.spec))
+        record = TrialRecord(trial_id(index, width, config, self.spec.space), index, config)
+        self.state.trials.append(record)
+        self.persist(self.searcher, self.paths.searcher_json)
+        self.state.save(self.paths.state_json)
+        return record
+
+    def persist(self, plugin: Searcher | Scheduler, path: Path, force: bool = False) -> None:
+        """Write a searcher's or scheduler's state when it changed: before the decision or
+        suggestion that changed it takes effect."""
+        if plugin.dirty or force:
+            atomic_write_json(path, plugin.state_dict())
 
     def launch(self, record: TrialRecord) -> None:
         """Start an attempt: name it in the trial's fence, then hand it to a worker."""
@@ -450,16 +525,26 @@ class Controller:
             checkpoint_every=spec.checkpoint_every, keep_checkpoints=spec.keep_checkpoints,
             time_used=sum(a.ended - a.started for a in record.attempts
                           if a.ended is not None and a.started is not None),
-            last_chance=self.failures(record) >= spec.max_failures)
+            last_chance=self.failures(record) >= spec.max_failures,
+            restore=self.restore_ref(record), sync=self.scheduler.sync_steps(record.id))
         worker = self.idle.pop() if self.idle else self.new_worker()
         info = self.worker_info.get(worker)
         if info is not None:
             attempt.node, attempt.pid = info["node"], info["pid"]
         ref = worker.run.remote(task, self.train_ref)
-        summary = MetricsSummary(spec.metric, spec.mode, record.last_step, record.last_metrics,
+        summary = MetricsSummary(self.sweep.objective, record.last_step, record.last_metrics,
                                  record.best_metrics)
         self.running[ref] = Running(record, attempt, worker, summary)
         self.state_dirty = True
+
+    def restore_ref(self, record: TrialRecord) -> CheckpointRef | None:
+        """The checkpoint the attempt continues from (see :mod:`service.checkpoints`)."""
+        tpaths = self.paths.trial(record.id)
+        ref = restore_point(self.paths.root, tpaths.checkpoints, record.checkpoint_ref,
+                            note=lambda message: self.progress.event(f"trial {record.id}: "
+                                                                     f"{message}"))
+        set_checkpoint(record, ref)
+        return ref
 
     def new_worker(self):
         worker = self.worker_cls.remote(*self.worker_args)
@@ -490,17 +575,23 @@ class Controller:
         the worker (up to POLL_INTERVAL) until there are live items to hand back."""
         now = time.monotonic()
         for run in self.running.values():
-            due = now >= run.next_poll or (run.stop and not run.stop_sent)
+            due = now >= run.next_poll or (run.stop and not run.stop_sent) or \
+                run.decision is not None
             if run.poll_ref is None and due:
                 # The stop rides along with every poll until the attempt ends: a request
                 # racing with the attempt's start is repeated.
-                run.poll_ref = run.worker.poll.remote(run.attempt.id, run.stop, POLL_INTERVAL)
+                run.poll_ref = run.worker.poll.remote(run.attempt.id, run.stop, POLL_INTERVAL,
+                                                      run.decision)
                 run.stop_sent = run.stop is not None
+                run.decision = None
                 self.polls[run.poll_ref] = run
 
     def sleep_time(self) -> float:
         """How long the loop may wait for Ray: until the next poll is due, at most
         POLL_INTERVAL."""
+        if any(run.decision is not None and run.poll_ref is None
+               for run in self.running.values()):
+            return 0.0
         waiting = [run.next_poll for run in self.running.values() if run.poll_ref is None]
         if not waiting:
             return POLL_INTERVAL
@@ -516,26 +607,38 @@ class Controller:
         self.fold(run, items)
 
     def fold(self, run: Running, items: list) -> None:
-        """Apply streamed items: reports, checkpoints, and the attempt's cleaned baseline."""
+        """Apply streamed items: reports (each one judged by the scheduler), checkpoints,
+        notices and the attempt's cleaned baseline."""
         record, summary = run.record, run.summary
         for item in items:
-            kind = item[0]
-            if kind == "report":
-                summary.add(item[1], item[2])
-            elif kind == "checkpoint":
-                record.checkpoint = item[2]
-            elif kind == "warning":   # e.g. a damaged checkpoint skipped at the start
-                self.progress.event(f"trial {record.id}: {item[1]}")
-            elif kind == "baseline":
-                baseline = item[1]
-                summary.last_step = baseline["last_step"]
-                summary.last_metrics = dict(baseline["last_metrics"])
-                summary.best_metrics = dict(baseline["best_metrics"])
+            if isinstance(item, Report):
+                summary.add(item.step, item.metrics)
+                self.searcher.on_result(record.id, item.step, item.metrics)
+                self.judge(run, item)
+            elif isinstance(item, CheckpointSaved):
+                set_checkpoint(record, item.ref)
+            elif isinstance(item, Notice):   # e.g. a damaged checkpoint skipped at the start
+                self.progress.event(f"trial {record.id}: {item.message}")
+            elif isinstance(item, Baseline):
+                summary.last_step = item.summary["last_step"]
+                summary.last_metrics = dict(item.summary["last_metrics"])
+                summary.best_metrics = dict(item.summary["best_metrics"])
         if items:
             record.last_step = summary.last_step
             record.last_metrics = summary.last_metrics
             record.best_metrics = summary.best_metrics
             self.metrics_dirty = True
+
+    def judge(self, run: Running, report: Report) -> None:
+        """The scheduler's decision on a report, persisted before it takes effect: the
+        answer to a waiting report goes with the next poll, a stop otherwise too."""
+        decision = self.scheduler.on_result(run.record.id, report.step, report.metrics,
+                                            sync=report.wait)
+        self.persist(self.scheduler, self.paths.scheduler_json)
+        if report.wait:
+            run.decision = (report.step, decision)
+        elif isinstance(decision, Stop) and run.stop in (None, INTERRUPT):
+            run.stop = decision.reason
 
     # -- attempts ending
 
@@ -558,41 +661,49 @@ class Controller:
             if info is not None:
                 run.attempt.node, run.attempt.pid = info["node"], info["pid"]
         try:
-            result = ray.get(ref)
+            result: AttemptResult = ray.get(ref)
         except ray.exceptions.RayActorError as err:
-            result = {"outcome": "worker-died", "error": f"the worker died: {err}"}
+            result = AttemptResult(Outcome.WORKER_DIED, error=f"the worker died: {err}")
             self.discard_worker(run.worker)
         except ray.exceptions.RayError as err:
-            result = {"outcome": "error", "error": str(err)}
+            result = AttemptResult(Outcome.ERROR, error=str(err))
             self.discard_worker(run.worker)
         else:
             self.idle.append(run.worker)
-            self.fold(run, result.pop("items", []))
-            if "last_step" in result:
-                apply_summary(run.record, result)
+            self.fold(run, result.items)
+            if result.summary is not None:
+                apply_summary(run.record, {**result.summary, "checkpoint_ref": None
+                                           if result.checkpoint is None
+                                           else result.checkpoint.to_dict()})
         record, attempt = run.record, run.attempt
-        outcome = result["outcome"]
-        attempt.ended, attempt.outcome = time.time(), outcome
+        attempt.ended, attempt.outcome = time.time(), result.outcome
         self.state_dirty = True
-        if outcome in ("finished", "stopped"):
-            record.state, record.reason = TrialState(result["state"]), result.get("reason")
-            if outcome == "stopped":
+        if result.outcome in (Outcome.FINISHED, Outcome.STOPPED):
+            record.state, record.reason = result.state, result.reason
+            if result.outcome == Outcome.STOPPED:
                 self.progress.event(f"trial {record.id} STOPPED ({record.reason})")
-        elif outcome == "interrupted":
+            self.completed(record)
+        elif result.outcome == Outcome.INTERRUPTED:
             record.state = TrialState.PENDING
-        elif outcome == "stale":  # another attempt took over this trial: not ours to judge
+        elif result.outcome == Outcome.STALE:  # another attempt took over: not ours to judge
             record.state = TrialState.PENDING
             self.queue.appendleft(record)
         else:
             self.failed(run, result)
 
-    def failed(self, run: Running, result: dict) -> None:
+    def completed(self, record: TrialRecord) -> None:
+        """Tell the searcher and the scheduler that ``record`` reached a final state."""
+        self.scheduler.on_complete(record.id, record.state)
+        self.persist(self.scheduler, self.paths.scheduler_json)
+        self.searcher.on_complete(record.id, record.state, record.last_metrics)
+        self.persist(self.searcher, self.paths.searcher_json)
+
+    def failed(self, run: Running, result: AttemptResult) -> None:
         """A failed attempt: retry from the latest checkpoint, or ERROR when out of retries."""
         record, attempt = run.record, run.attempt
         paths = self.paths.trial(record.id)
-        error = result.get("error") or "unknown error"
-        if result["outcome"] == "worker-died":
-            attempt.outcome = "worker-died"
+        error = result.error or "unknown error"
+        if result.outcome == Outcome.WORKER_DIED:
             record_worker_death(paths, attempt.id, error)
         failures = self.failures(record)
         last_line = error.strip().splitlines()[-1] if error.strip() else error
@@ -604,8 +715,9 @@ class Controller:
                                 f"{last_line}; retrying from its latest checkpoint")
         else:
             record.state, record.reason = TrialState.ERROR, "error"
-            if result["outcome"] == "worker-died":
+            if result.outcome == Outcome.WORKER_DIED:
                 close_failed_run(paths, attempt.id)
+            self.completed(record)
             self.progress.event(f"trial {record.id} ended in ERROR after {len(record.attempts)} "
                                 f"attempt(s): {last_line} (see {paths.error_txt})")
 
@@ -630,7 +742,7 @@ class Controller:
         they resume from their latest checkpoints."""
         now = time.time()
         for run in self.running.values():
-            run.attempt.ended, run.attempt.outcome = now, "interrupted"
+            run.attempt.ended, run.attempt.outcome = now, Outcome.INTERRUPTED
             run.record.state = TrialState.PENDING
         self.running.clear()
         self.polls.clear()
@@ -677,6 +789,8 @@ def record_worker_death(paths: TrialPaths, attempt_id: str, error: str) -> None:
 
 def close_failed_run(paths: TrialPaths, attempt_id: str) -> None:
     """Mark the run FAILURE in TensorBoard for a trial whose last worker died."""
+    from service.events import RunWriter
+
     try:
         with RunWriter(paths.dir, guard=AttemptFence(paths.attempt_file, attempt_id)) as writer:
             writer.text("status", "failure: the worker died", 0)

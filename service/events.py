@@ -65,6 +65,9 @@ def _import_tensorboardx_without_torch() -> None:
         sys.meta_path.remove(finder)
 
 
+# This module is imported only when a run or the experiment is written (``service.trial`` and
+# ``service.driver`` import it then, not at their own import), so the finder above is in
+# sys.meta_path for that one import of tensorboardX and importing ``service`` changes nothing.
 _import_tensorboardx_without_torch()   # before the imports of its modules below
 
 from google.protobuf import struct_pb2
@@ -235,6 +238,11 @@ def _plugin_metadata(plugin: str, content: bytes) -> summary_pb2.SummaryMetadata
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin, content=content))
 
 
+# Why not ``tensorboardX.summary.hparams``: it builds the experiment, the session start and
+# the session end in one call, so a run would get its end (and its status) at its start; its
+# experiment knows only discrete domains (no intervals for uniform and loguniform), and it
+# omits the group name and start time that keep a resumed run one row of the HParams table.
+# The protos are tensorboardX's own; only the assembling is done here.
 def _hparams_summary(tag: str, data: plugin_hparams_pb2.HParamsPluginData) -> summary_pb2.Summary:
     data.version = 0
     metadata = _plugin_metadata(HPARAMS_PLUGIN, data.SerializeToString())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from service.storage import (StorageError, SweepPaths, SweepState, TrialRecord, TrialState,
-                             read_json)
+from service.checkpoints import restore_point
+from service.messages import TrialState
+from service.spec import Objective
+from service.storage import StorageError, SweepPaths, SweepState, TrialRecord, read_json
 
 # A sweep's exit status (DESIGN): every trial TERMINATED or STOPPED; some in ERROR; input
 # refused before anything ran; interrupted (resumable).
@@ -31,10 +32,6 @@ class BestTrial:
         return asdict(self)
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class SweepResult:
     """A sweep's outcome, from the driver or from storage (:func:`load`)."""
 
@@ -43,6 +40,7 @@ class SweepResult:
         self.root = Path(root)
         self.paths = SweepPaths(self.root)
         self.name, self.metric, self.mode = name, metric, mode
+        self.objective = Objective(metric, mode)
         self.trials = list(trials)
         self.exit_status = exit_status
 
@@ -50,10 +48,10 @@ class SweepResult:
                                                                            int | None]:
         """The metric's value for ``trial`` and the step it was reported at."""
         if scope == "last":
-            value = trial.last_metrics.get(self.metric)
-            return (value, trial.last_step) if _finite(value) else (None, None)
-        value = trial.best_metrics.get(self.metric)
-        return (value, trial.best_metrics.get("step")) if _finite(value) else (None, None)
+            value = self.objective.value(trial.last_metrics)
+            return (value, trial.last_step) if value is not None else (None, None)
+        value = self.objective.value(trial.best_metrics)
+        return (value, trial.best_metrics.get("step")) if value is not None else (None, None)
 
     def best(self, scope: str = "last") -> BestTrial | None:
         """The best trial by the sweep's metric: its ``last`` reported value (Ray Tune's
@@ -63,7 +61,7 @@ class SweepResult:
             return None
         trial, value, step = found
         return BestTrial(trial.id, trial.config, self.metric, self.mode, value, step,
-                         self.checkpoint_of(trial.id))
+                         self.checkpoint_of(trial))
 
     @property
     def best_config(self) -> dict | None:
@@ -75,24 +73,22 @@ class SweepResult:
         """The best trial with its value and step (ties go to the lower index)."""
         if scope not in ("last", "all"):
             raise ValueError(f"scope must be 'last' or 'all', got {scope!r}")
-        sign = 1.0 if self.mode == "min" else -1.0
         ranked = []
         for t in self.trials:
             value, step = self.trial_value(t, scope)
             if value is not None:
-                ranked.append((sign * value, t.index, t, value, step))
+                ranked.append((self.objective.sign * value, t.index, t, value, step))
         if not ranked:
             return None
         _, _, trial, value, step = min(ranked, key=lambda r: (r[0], r[1]))
         return trial, value, step
 
-    def checkpoint_of(self, trial_id: str) -> str | None:
-        """The trial's latest valid checkpoint on storage (storage is trusted over state)."""
-        folder = self.paths.trial(trial_id).checkpoints
-        if not folder.is_dir():
-            return None
-        from engine import latest_checkpoint
-        return latest_checkpoint(str(folder))
+    def checkpoint_of(self, trial: TrialRecord) -> str | None:
+        """The trial's latest valid checkpoint on storage (storage is trusted over state:
+        only the one state.json names, unchanged since it was verified, is not read)."""
+        ref = restore_point(self.root, self.paths.trial(trial.id).checkpoints,
+                            trial.checkpoint_ref)
+        return None if ref is None else str(self.root / ref.path)
 
     def restore_best(self, sess, scope: str = "last") -> int:
         """Load the best trial's latest checkpoint into ``sess``; returns its global step."""
@@ -115,11 +111,10 @@ class SweepResult:
     def table(self, scope: str = "last") -> str:
         """The trials as a text table, sorted by the metric (best first, unreported last);
         the step is the one the value shown was reported at (the last step without one)."""
-        sign = 1.0 if self.mode == "min" else -1.0
-
         def key(t):
             value, _ = self.trial_value(t, scope)
-            return (value is None, sign * value if value is not None else 0.0, t.index)
+            return (value is None, self.objective.sign * value if value is not None else 0.0,
+                    t.index)
 
         rows = [("trial", "state", self.metric, "step", "attempts", "reason")]
         for t in sorted(self.trials, key=key):

@@ -8,25 +8,21 @@ the spec: the same spec always gives the same trials with the same ids.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import inspect
 import itertools
 import json
 import math
-import os
 import re
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
+from service.names import check_folder_name
+
 SPEC_FORMAT = 1
-MAX_NAME_BYTES = 100        # a sweep's name is a folder name (file systems allow 255 bytes)
 MAX_TRIALS = 100_000        # every trial is a row of state.json and a folder on storage
 
 
@@ -162,20 +158,6 @@ def _as_list(values):
 
 # ----------------------------------------------------------------- the spec
 
-def check_name(name: str, what: str) -> str:
-    """A sweep name or trial id used as a folder name: no separators, '..' or NUL."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what} must be a non-empty string")
-    if "/" in name or "\\" in name or "\x00" in name or name in (".", "..") or ".." in name:
-        raise ValueError(f"{what} {name!r} must not contain '/', '\\', '..' or NUL")
-    if name.startswith("."):
-        raise ValueError(f"{what} {name!r} must not start with '.'")
-    if len(name.encode()) > MAX_NAME_BYTES:   # the sweep folder's name, with room to spare
-        raise ValueError(f"{what} {name[:20]!r}... is {len(name.encode())} bytes long; at most "
-                         f"{MAX_NAME_BYTES}")
-    return name
-
-
 class StopSpec(BaseModel):
     """When a trial ends before ``train`` returns: after ``max_steps`` steps (its budget:
     TERMINATED, as Ray Tune's stop criteria), or as a final decision (STOPPED) after
@@ -212,7 +194,7 @@ class SweepSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, name):
-        return check_name(name, "name")
+        return check_folder_name(name, "name")
 
     @field_validator("space")
     @classmethod
@@ -225,9 +207,11 @@ class SweepSpec(BaseModel):
     @field_validator("resources")
     @classmethod
     def _resources(cls, resources):
-        if resources.get("cpu", 1.0) <= 0:
+        resources = {k.lower(): float(v) for k, v in resources.items()}
+        resources.setdefault("cpu", 1.0)   # the one place a trial's default CPU is set
+        if resources["cpu"] <= 0:
             raise ValueError("cpu must be positive")
-        return {k.lower(): float(v) for k, v in resources.items()}
+        return resources
 
     @field_validator("storage")
     @classmethod
@@ -282,109 +266,94 @@ def _format_error(err: ValidationError) -> str:
     return "; ".join(dict.fromkeys(lines))
 
 
-class Sweep:
-    """A hyperparameter sweep: ``train(config, trial)`` run for every point of ``space``.
+def validate_spec(data: dict) -> SweepSpec:
+    """``data`` as a :class:`SweepSpec`, or SpecError with one message naming the field."""
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_error(err)) from None
 
-    Options (keyword arguments): ``stop`` (dict: ``max_steps``, ``time_budget_s``,
-    ``metric_threshold``), ``num_samples``, ``seed``, ``max_concurrent``, ``resources``
-    (``{"cpu": 1}``), ``max_failures`` (3), ``checkpoint_every`` (100 steps),
-    ``keep_checkpoints`` (3), ``storage`` ("logs"), ``on_nan`` ("stop" or "keep").
+
+def with_changes(spec: SweepSpec, changes: dict[str, Any]) -> SweepSpec:
+    """A copy of ``spec`` with options changed (``--set``: ``key`` or ``group.key``),
+    validated again."""
+    data = spec.model_dump()
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            if not isinstance(data.get(head), dict):
+                raise SpecError(f"{key}: unknown option")
+            data[head] = {**data[head], rest: value}
+        else:
+            data[key] = value
+    return validate_spec(data)
+
+
+def spec_dict(spec: SweepSpec) -> dict:
+    """The spec as plain JSON (what ``sweep.json`` stores)."""
+    return json.loads(spec.model_dump_json())
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    """sha256 of the spec without run options: a changed hash refuses a relaunch."""
+    data = {k: v for k, v in spec_dict(spec).items() if k not in RUN_OPTIONS}
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def trial_count(spec: SweepSpec) -> int:
+    """How many trials the spec expands to (counted, not expanded)."""
+    return spec.num_samples * spec.grid_points
+
+
+def expand_trials(spec: SweepSpec) -> list[TrialSpec]:
+    """The trials, in order: ``num_samples`` repeats of the grids' product, each trial's
+    random values drawn from a generator seeded by ``(seed, index)``."""
+    space = spec.space
+    grid_keys = [k for k, d in space.items() if isinstance(d, Grid)]
+    combos = list(itertools.product(*[space[k].values for k in grid_keys]))
+    total = spec.num_samples * len(combos)
+    width = id_width(total)
+    trials = []
+    for index in range(total):
+        fixed = dict(zip(grid_keys, combos[index % len(combos)]))
+        rng = np.random.default_rng([spec.seed, index])
+        config = {k: fixed[k] if k in fixed else sample(d, rng) for k, d in space.items()}
+        trials.append(TrialSpec(index, trial_id(index, width, config, space), config))
+    return trials
+
+
+def id_width(total: int) -> int:
+    """The digits of a trial id's index in a sweep of ``total`` trials."""
+    return len(str(max(total - 1, 0)))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The sweep's metric and whether lower (``min``) or higher (``max``) is better.
+
+    ``sign * value`` is lower-is-better in either mode: every ranking, threshold and
+    comparison of the metric goes through it.
     """
 
-    def __init__(self, name: str, train: Callable, space: dict, metric: str,
-                 mode: str = "min", **options: Any):
-        _check_train(train)
-        if not isinstance(space, dict):
-            raise SpecError(f"space: must be a dict of hyperparameter -> domain, got "
-                            f"{type(space).__name__}")
-        raw_space = {}
-        for key, domain in space.items():
-            if not isinstance(domain, _Pending):
-                raise SpecError(f"space.{key}: must be grid([...]), choice([...]), "
-                                f"uniform(a, b), loguniform(a, b) or randint(a, b), got "
-                                f"{domain!r}")
-            raw_space[key] = {"type": domain.type, **domain.args}
-        data = dict(name=name, space=raw_space, metric=metric, mode=mode, **options)
-        try:
-            self.spec = SweepSpec.model_validate(data)
-        except ValidationError as err:
-            raise SpecError(_format_error(err)) from None
-        self.train = train
-        self._space_repr = {k: repr(v) for k, v in space.items()}
-        self.source_file, self.train_name = _source_of(train)
-
-    # -- accessors
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    metric: str
+    mode: str = "min"
 
     @property
-    def metric(self) -> str:
-        return self.spec.metric
+    def sign(self) -> float:
+        return 1.0 if self.mode == "min" else -1.0
 
-    @property
-    def mode(self) -> str:
-        return self.spec.mode
+    def better(self, a: float, b: float) -> bool:
+        """True when ``a`` is strictly better than ``b``."""
+        return self.sign * a < self.sign * b
 
-    def replace(self, **changes: Any) -> "Sweep":
-        """A copy with some options changed (``--set``), validated again."""
-        data = self.spec.model_dump()
-        for key, value in changes.items():
-            head, _, rest = key.partition(".")
-            if rest:
-                if not isinstance(data.get(head), dict):
-                    raise SpecError(f"{key}: unknown option")
-                data[head] = {**data[head], rest: value}
-            else:
-                data[key] = value
-        clone = object.__new__(Sweep)
-        clone.__dict__.update(self.__dict__)
-        try:
-            clone.spec = SweepSpec.model_validate(data)
-        except ValidationError as err:
-            raise SpecError(_format_error(err)) from None
-        return clone
-
-    def spec_dict(self) -> dict:
-        """The spec as plain JSON (what ``sweep.json`` stores)."""
-        return json.loads(self.spec.model_dump_json())
-
-    def spec_hash(self) -> str:
-        """sha256 of the spec without run options: a changed hash refuses a relaunch."""
-        data = {k: v for k, v in self.spec_dict().items() if k not in RUN_OPTIONS}
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-    def trials(self) -> list[TrialSpec]:
-        """The trials, in order: ``num_samples`` repeats of the grids' product, each trial's
-        random values drawn from a generator seeded by ``(seed, index)``."""
-        space = self.spec.space
-        grid_keys = [k for k, d in space.items() if isinstance(d, Grid)]
-        combos = list(itertools.product(*[space[k].values for k in grid_keys]))
-        total = self.spec.num_samples * len(combos)
-        width = len(str(max(total - 1, 0)))
-        trials = []
-        for index in range(total):
-            fixed = dict(zip(grid_keys, combos[index % len(combos)]))
-            rng = np.random.default_rng([self.spec.seed, index])
-            config = {k: fixed[k] if k in fixed else sample(d, rng) for k, d in space.items()}
-            trials.append(TrialSpec(index, trial_id(index, width, config, space), config))
-        return trials
-
-    def run(self, **run_options: Any):
-        """Run (or resume) the sweep; returns a :class:`~service.results.SweepResult`.
-
-        Options: ``storage``, ``address`` ("local": an embedded Ray; or a cluster address),
-        ``max_concurrent``, ``restart``, ``retry_errored``. Embedded local Ray and
-        ``./logs`` by default.
-        """
-        from service.driver import run_sweep
-        result, _ = run_sweep(self, **run_options)   # the status is result.exit_status too
-        return result
-
-    def __repr__(self) -> str:
-        count = self.spec.num_samples * self.spec.grid_points  # without expanding the trials
-        return f"<Sweep {self.name!r}: {count} trials, {self.metric} ({self.mode})>"
+    def value(self, metrics: dict) -> float | None:
+        """The metric's finite value in ``metrics``, or None."""
+        value = metrics.get(self.metric)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
+            return None
+        return value
 
 
 def sample(domain, rng: np.random.Generator):
@@ -424,97 +393,13 @@ def trial_id(index: int, width: int, config: dict, space: dict) -> str:
     return text
 
 
-# ----------------------------------------------------------------- train and sweep files
-
-def _check_train(train) -> None:
-    if not callable(train):
-        raise SpecError(f"train: must be a function train(config, trial), got "
-                        f"{type(train).__name__}")
-    try:
-        inspect.signature(train).bind(None, None)
-    except TypeError:
-        raise SpecError(f"train: must accept two arguments (config, trial), "
-                        f"{getattr(train, '__name__', train)!s}{inspect.signature(train)} "
-                        "does not") from None
-    except ValueError:
-        pass  # builtins without a signature: let the call decide
-
-
-def _source_of(train) -> tuple[str | None, str]:
-    module = sys.modules.get(getattr(train, "__module__", None) or "")
-    path = getattr(module, "__file__", None)
-    return (os.path.abspath(path) if path else None), getattr(train, "__qualname__",
-                                                             getattr(train, "__name__", "train"))
-
-
-def load_sweep_file(path: str | os.PathLike) -> Sweep:
-    """Import a sweep file and return the one :class:`Sweep` it defines.
-
-    The file is imported under a private module name (its ``__main__`` block does not run)
-    and registered to be pickled by value, so Ray workers that lack the file still get
-    ``train``. Raises SpecError naming the file for anything that stops it from loading.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"sweep file {str(path)!r} does not exist or is not a file")
-    if path.suffix != ".py":
-        raise SpecError(f"sweep file {str(path)!r} must be a Python file (.py)")
-    path = path.resolve()
-    name = "_gradsweep_sweep_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        sweep = _the_sweep(module, spec.loader, path)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    sweep.source_file = str(path)
-    _pickle_by_value(module)
-    return sweep
-
-
-def _the_sweep(module, loader, path: Path) -> Sweep:
-    """Run the sweep file's ``module`` and return its one Sweep; SpecError otherwise."""
-    try:
-        loader.exec_module(module)
-    except SpecError as err:
-        raise SpecError(f"{path}: {err}") from None
-    except SyntaxError as err:
-        raise SpecError(f"{path}:{err.lineno}: syntax error: {err.msg}") from None
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:  # noqa: BLE001 - any failure of user code is reported
-        raise SpecError(f"{path}: importing the sweep file failed: "
-                        f"{type(err).__name__}: {err}") from None
-    sweeps = [(k, v) for k, v in vars(module).items() if isinstance(v, Sweep)]
-    if not sweeps:
-        raise SpecError(f"{path}: defines no Sweep (expected e.g. sweep = Sweep(...))")
-    if len({id(v) for _, v in sweeps}) > 1:
-        raise SpecError(f"{path}: defines more than one Sweep ("
-                        f"{', '.join(k for k, _ in sweeps)}); keep one per file")
-    return sweeps[0][1]
-
-
-def _pickle_by_value(module) -> None:
-    try:
-        from ray import cloudpickle
-    except ImportError:  # pragma: no cover - ray is a dependency
-        return
-    try:
-        cloudpickle.register_pickle_by_value(module)
-    except (ValueError, AttributeError):  # pragma: no cover - old cloudpickle
-        pass
-
-
 # ----------------------------------------------------------------- sweep.json
 
-def sweep_record(sweep: Sweep) -> dict:
+def sweep_record(spec: SweepSpec, source_file: str | None, train_name: str) -> dict:
     """What ``sweep.json`` holds: the spec as launched, its hash, and where ``train`` lives
     (the sweep file's absolute path and the function's name), so ``resume`` can find it."""
-    return {"format": SPEC_FORMAT, "spec": sweep.spec_dict(), "spec_hash": sweep.spec_hash(),
-            "source_file": sweep.source_file, "train_name": sweep.train_name,
-            "created": time.time()}
+    return {"format": SPEC_FORMAT, "spec": spec_dict(spec), "spec_hash": spec_hash(spec),
+            "source_file": source_file, "train_name": train_name, "created": time.time()}
 
 
 def spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -9,7 +9,6 @@ Layout (see DESIGN)::
 
 from __future__ import annotations
 
-import enum
 import errno
 import fcntl
 import json
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.saver import fsync_dir
+from service.messages import CheckpointRef, Outcome, TrialState
+from service.names import MAX_FOLDER_BYTES, check_folder_name
 
 
 class StorageError(RuntimeError):
@@ -137,9 +138,21 @@ class SweepPaths:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def scheduler_json(self) -> Path:
+        """The scheduler's state (its decisions), written before they take effect."""
+        return self.root / "scheduler.json"
+
+    @property
+    def searcher_json(self) -> Path:
+        """The searcher's state, written before a suggested trial runs."""
+        return self.root / "searcher.json"
+
     def trial(self, trial_id: str) -> TrialPaths:
-        if not trial_id or "/" in trial_id or "\x00" in trial_id or trial_id in (".", ".."):
-            raise StorageError(f"bad trial id {trial_id!r}")
+        try:
+            check_folder_name(trial_id, "trial id", MAX_FOLDER_BYTES)
+        except ValueError as err:
+            raise StorageError(f"bad {err}") from None
         return TrialPaths(self.root / trial_id)
 
 
@@ -211,17 +224,6 @@ class SweepLock:
             os.close(self._fd)
             self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __enter__(self) -> "SweepLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def _read_holder(fd: int) -> dict:
     try:
@@ -233,34 +235,29 @@ def _read_holder(fd: int) -> dict:
 
 # ----------------------------------------------------------------- the trial table
 
-class TrialState(str, enum.Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    TERMINATED = "TERMINATED"
-    ERROR = "ERROR"
-    STOPPED = "STOPPED"
-
-    @property
-    def final(self) -> bool:
-        return self in (TrialState.TERMINATED, TrialState.ERROR, TrialState.STOPPED)
-
-
 @dataclass
 class Attempt:
     """One try at a trial: which worker (node id and pid) ran it, when, and how it ended
-    (``outcome``: None while running, then "finished", "stopped", "error", "worker-died",
-    "interrupted" or "driver-lost")."""
+    (``outcome``: None while running, then an :class:`Outcome`)."""
 
     id: str
     node: str | None = None
     pid: int | None = None
     started: float | None = None
     ended: float | None = None
-    outcome: str | None = None
+    outcome: Outcome | None = None
 
     def to_dict(self) -> dict:
         return {"id": self.id, "node": self.node, "pid": self.pid, "started": self.started,
-                "ended": self.ended, "outcome": self.outcome}
+                "ended": self.ended,
+                "outcome": None if self.outcome is None else self.outcome.value}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Attempt":
+        d = dict(d)
+        if d.get("outcome") is not None:
+            d["outcome"] = Outcome(d["outcome"])
+        return cls(**d)
 
 
 @dataclass
@@ -283,6 +280,7 @@ class TrialRecord:
     last_metrics: dict = field(default_factory=dict)
     best_metrics: dict = field(default_factory=dict)
     checkpoint: str | None = None
+    checkpoint_ref: CheckpointRef | None = None   # the checkpoint's verified digest and stat
 
     def to_dict(self) -> dict:
         """The row as JSON-ready data, equal to ``dataclasses.asdict`` with the state's value.
@@ -295,19 +293,22 @@ class TrialRecord:
                 "state": self.state.value, "reason": self.reason,
                 "attempts": [a.to_dict() for a in self.attempts], "last_step": self.last_step,
                 "last_metrics": self.last_metrics, "best_metrics": self.best_metrics,
-                "checkpoint": self.checkpoint}
+                "checkpoint": self.checkpoint,
+                "checkpoint_ref": None if self.checkpoint_ref is None
+                else self.checkpoint_ref.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrialRecord":
         d = dict(d)
         d["state"] = TrialState(d["state"])
-        d["attempts"] = [Attempt(**a) for a in d.get("attempts", [])]
+        d["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
+        d["checkpoint_ref"] = CheckpointRef.from_dict(d.get("checkpoint_ref"))
         return cls(**d)
 
     @property
     def failed_attempts(self) -> int:
         """Attempts that count against ``max_failures`` (a killed driver costs none)."""
-        return sum(a.outcome in ("error", "worker-died") for a in self.attempts)
+        return sum(a.outcome is not None and a.outcome.failed for a in self.attempts)
 
 
 @dataclass

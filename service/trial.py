@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 import traceback
 import warnings
@@ -33,7 +34,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from service.events import RunWriter
+from service.checkpoints import load_restore_point, saved_ref
+from service.messages import (AttemptResult, Baseline, CheckpointRef, CheckpointSaved, Notice,
+                              Outcome, Report, TrialState)
+from service.schedulers import Decision, Stop, SyncSteps
+from service.spec import Objective
 from service.storage import SweepPaths, TrialPaths, atomic_write_bytes, atomic_write_json
 
 CHECKPOINT_PREFIX = "ckpt"
@@ -74,10 +79,16 @@ class TrialTask:
     keep_checkpoints: int = 3
     time_used: float = 0.0      # seconds this trial ran in earlier attempts (time budget)
     last_chance: bool = False   # a failure now makes the trial ERROR (hparams FAILURE)
+    restore: CheckpointRef | None = None   # the checkpoint to continue from (driver's pick)
+    sync: SyncSteps = SyncSteps()          # where report waits for the scheduler's decision
 
     @property
     def paths(self) -> TrialPaths:
         return SweepPaths(self.sweep_dir).trial(self.trial_id)
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, self.mode)
 
 
 # ----------------------------------------------------------------- the fence
@@ -130,9 +141,9 @@ class MetricsSummary:
     another, with this same code.
     """
 
-    def __init__(self, metric: str, mode: str, last_step: int | None = None,
+    def __init__(self, objective: Objective, last_step: int | None = None,
                  last_metrics: dict | None = None, best_metrics: dict | None = None):
-        self.metric, self.sign = metric, (1.0 if mode == "min" else -1.0)
+        self.objective = objective
         self.last_step = last_step
         self.last_metrics = dict(last_metrics or {})
         self.best_metrics = dict(best_metrics or {})
@@ -142,11 +153,11 @@ class MetricsSummary:
             self.last_metrics.update(values)
         else:
             self.last_step, self.last_metrics = step, dict(values)
-        value = self.last_metrics.get(self.metric)
-        if value is None or not math.isfinite(value):
+        value = self.objective.value(self.last_metrics)
+        if value is None:
             return
-        best = self.best_metrics.get(self.metric)
-        if best is None or self.sign * value < self.sign * best \
+        best = self.objective.value(self.best_metrics)
+        if best is None or self.objective.better(value, best) \
                 or self.best_metrics.get("step") == step:
             self.best_metrics = {"step": step, **self.last_metrics}
 
@@ -168,7 +179,7 @@ class StopRules:
         budget = task.stop.get("time_budget_s")
         self.deadline = None if budget is None else time.monotonic() + budget - task.time_used
         self.threshold = task.stop.get("metric_threshold")
-        self.metric, self.sign = task.metric, (1.0 if task.mode == "min" else -1.0)
+        self.objective = task.objective
         self.stop_on_nan = task.on_nan == "stop"
 
     def check(self, step: int, values: dict) -> str | None:
@@ -176,8 +187,8 @@ class StopRules:
         if self.stop_on_nan and not all(math.isfinite(v) for v in values.values()):
             return DIVERGED
         if self.threshold is not None:
-            value = values.get(self.metric)
-            if value is not None and self.sign * value <= self.sign * self.threshold:
+            value = self.objective.value(values)
+            if value is not None and not self.objective.better(self.threshold, value):
                 return EARLY_STOP
         if self.max_steps is not None and step + 1 >= self.max_steps:
             return MAX_STEPS
@@ -220,23 +231,6 @@ def clean_results(path: Path, resume_step: int, summary: MetricsSummary) -> None
 
 
 # ----------------------------------------------------------------- checkpoints
-
-def restore_point(folder: Path) -> tuple[str | None, int]:
-    """The latest checkpoint in ``folder`` that verifies and its global step, or (None, 0).
-
-    Damaged checkpoints (a torn write, a flipped bit) are skipped for the one before them.
-    """
-    from engine.saver import CheckpointError, latest_checkpoint, read_manifest
-
-    path = latest_checkpoint(folder) if folder.is_dir() else None
-    if path is None:
-        return None, 0
-    try:
-        # latest_checkpoint verified the data; restoring verifies it again as it loads it.
-        return path, int(read_manifest(path)["global_step"] or 0)
-    except CheckpointError:  # damaged since latest_checkpoint looked: start over
-        return None, 0
-
 
 def remove_leftovers(paths: TrialPaths) -> None:
     """Delete temporary files an earlier attempt left half-written (a killed worker's)."""
@@ -291,28 +285,28 @@ class Trial:
         self.id, self.config = task.trial_id, dict(task.config)
         self.paths = task.paths
         self.dir = self.paths.dir
-        self.live = deque() if live is None else live   # (kind, ...) items for the driver
+        self.live = deque() if live is None else live   # LiveItems for the driver
         self.fence = AttemptFence(self.paths.attempt_file, task.attempt_id)
-        self.summary = MetricsSummary(task.metric, task.mode)
+        self.summary = MetricsSummary(task.objective)
         self.rules = StopRules(task)
         self.started = time.time()
         self.stop_reason: str | None = None
         self.checkpoint_path: str | None = None
+        self.checkpoint_ref: CheckpointRef | None = None
         self._armed = False          # a stop is pending: the next report raises
-        self._writer: RunWriter | None = None
+        self._writer = None           # the run's RunWriter, opened at the first write
         self._results = None
         self._pending: tuple[int, dict] | None = None   # scalars of the latest step
         self._graph: dict | None = None
         self._restored = False
         self._saver = None
+        self._sync_steps = list(task.sync.steps)
+        self._synced: int | None = None   # the last step a decision was waited for
+        self._decisions: dict[int, Decision] = {}
+        self._decided = threading.Condition()
         self.fence()
-        with warnings.catch_warnings(record=True) as skipped:
-            warnings.simplefilter("always")
-            self.restore_path, self.restore_step = restore_point(self.paths.checkpoints)
-        for warning in skipped:   # a damaged checkpoint skipped: the driver's user is told too
-            self.live.append(("warning", str(warning.message)))
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
+        self.restore_ref = task.restore
+        self.restore_step = 0 if task.restore is None else task.restore.global_step
 
     # -- what train calls
 
@@ -328,7 +322,10 @@ class Trial:
         self._results.write(json.dumps({"step": step, "time": time.time(), "metrics": values})
                             + "\n")
         self.summary.add(step, values)
-        self.live.append(("report", step, values))
+        wait = self._sync_due(step)
+        self.live.append(Report(step, values, wait))
+        if wait:
+            self._wait_for_decision(step)
         reason = self.rules.check(step, values)
         if reason is not None:
             self.request_stop(reason)
@@ -368,23 +365,55 @@ class Trial:
         path = self._saver.save(sess, str(self.paths.checkpoints / CHECKPOINT_PREFIX),
                                 global_step=step + 1)
         self.checkpoint_path = str(path)
-        self.live.append(("checkpoint", step + 1, self.relative(path)))
+        self.checkpoint_ref = saved_ref(path, self.task.sweep_dir)
+        self.live.append(CheckpointSaved(self.checkpoint_ref))
         return str(path)
 
     def restore(self, sess) -> int:
         """Load the checkpoint the service chose when this attempt started into ``sess``;
         returns its global step (the next step to run), or 0 for a fresh trial."""
-        from engine import Saver
 
         if self._writer is not None:
             raise RuntimeError("trial.restore(sess) must be called before the first "
                                "report or checkpoint of an attempt")
         self._restored = True
-        if self.restore_path is None:
+        if self.restore_ref is None:
             return 0
-        Saver().restore(sess, self.restore_path)
-        self.checkpoint_path = self.restore_path
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            self.restore_ref = load_restore_point(sess, self.task.sweep_dir, self.restore_ref,
+                                                  self.paths.checkpoints)
+        for warning in skipped:   # a damaged checkpoint skipped: the driver's user is told too
+            self.live.append(Notice(str(warning.message)))
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+        if self.restore_ref is None:   # nothing usable left: a fresh start
+            self.restore_step = 0
+            return 0
+        self.restore_step = self.restore_ref.global_step
+        self.checkpoint_ref = self.restore_ref
+        self.checkpoint_path = os.path.join(self.task.sweep_dir, self.restore_ref.path)
         return self.restore_step
+
+    def steps(self, sess, total: int, *, eval_every: int | None = None):
+        """The training loop's steps, from where this trial continues up to ``total``:
+
+            for step, evaluate in trial.steps(sess, STEPS, eval_every=100):
+                sess.run(train_op, feed=...)
+                if evaluate:
+                    trial.report(step, loss=sess.run(loss, feed=...))
+
+        Restores ``sess`` first (``trial.restore``) and starts at the restored step; after
+        each step's body, checkpoints when ``should_checkpoint`` says so. ``evaluate`` is
+        true every ``eval_every`` steps and at the last step (always without
+        ``eval_every``). The loop ends early when the service stops the trial (its next
+        report raises :class:`TrialStopped`, which ``train`` lets through).
+        """
+        start = self.restore(sess)
+        for step in range(start, total):
+            yield step, eval_every is None or (step + 1) % eval_every == 0 or step == total - 1
+            if self.should_checkpoint(step):
+                self.checkpoint(sess, step)
 
     def log_graph(self, node) -> None:
         """Show the graph that computes ``node`` (or a list of nodes) in the Graphs tab."""
@@ -395,6 +424,41 @@ class Trial:
             self.fence()
             self._writer.graph(self._graph)
 
+    # -- decisions the scheduler makes at given steps
+
+    def _sync_due(self, step: int) -> bool:
+        """True when the report of ``step`` reaches a step where the scheduler decides
+        (the first report at or past it: see ``SyncSteps``)."""
+        due = False
+        while self._sync_steps and self._sync_steps[0] <= step:
+            self._sync_steps.pop(0)
+            due = True
+        every = self.task.sync.every
+        if self._synced is None:
+            self._synced = self.restore_step - 1
+        if every and step > self._synced and (step + 1) // every > (self._synced + 1) // every:
+            due = True
+        if due:
+            self._synced = step
+        return due
+
+    def _wait_for_decision(self, step: int) -> None:
+        """Block until the driver's decision for ``step`` arrives (a Ctrl-C ends the wait:
+        the stop it asks for wins). A superseded attempt stops waiting at once."""
+        with self._decided:
+            while step not in self._decisions and self.stop_reason != INTERRUPT:
+                self._decided.wait(1.0)
+                self.fence()
+            decision = self._decisions.pop(step, None)
+        if isinstance(decision, Stop):
+            self.request_stop(decision.reason)
+
+    def deliver(self, step: int, decision: Decision) -> None:
+        """The scheduler's decision for the report of ``step`` (the poll's thread)."""
+        with self._decided:
+            self._decisions[step] = decision
+            self._decided.notify_all()
+
     # -- what the service calls
 
     def request_stop(self, reason: str) -> None:
@@ -403,6 +467,8 @@ class Trial:
         steps, diverged) replaces a Ctrl-C, never the other way round."""
         if self.stop_reason is None or self.stop_reason == INTERRUPT:
             self.stop_reason = reason
+        with self._decided:   # a report waiting for a decision sees a Ctrl-C
+            self._decided.notify_all()
 
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the sweep folder (how state.json names checkpoints)."""
@@ -419,7 +485,9 @@ class Trial:
         if not self.paths.params_json.exists():
             atomic_write_json(self.paths.params_json, self.config)
         clean_results(self.paths.results_jsonl, resume, self.summary)
-        self.live.append(("baseline", self.summary.to_dict()))
+        self.live.append(Baseline(self.summary.to_dict()))
+        from service.events import RunWriter   # tensorboardX loads with the first writer
+
         self._writer = RunWriter(self.dir, resume_step=resume, guard=self.fence)
         self._writer.hparams_start(self.config, group_name=self.id, start_time=self.started)
         if self._graph is not None:
@@ -480,14 +548,18 @@ class Trial:
 
 # ----------------------------------------------------------------- one attempt
 
+def is_final_stop(reason: str | None) -> bool:
+    """A stop that ends the trial as STOPPED: any reason but Ctrl-C and the step budget."""
+    return reason not in (None, INTERRUPT, MAX_STEPS)
+
+
 def run_attempt(task: TrialTask, train: Callable, live: deque | None = None,
-                on_start: Callable[[Trial], None] | None = None) -> dict:
+                on_start: Callable[[Trial], None] | None = None) -> AttemptResult:
     """Run ``train`` for one attempt; never raises for what ``train`` does.
 
-    Returns ``{"outcome", "state", "reason", "error", **summary, "checkpoint"}`` where
-    outcome is "finished", "stopped", "interrupted", "error" or "stale" (a superseded
+    The result's outcome is FINISHED, STOPPED, INTERRUPTED, ERROR or STALE (a superseded
     attempt, whose result the driver ignores). ``on_start`` receives the context before
-    ``train`` runs (the worker keeps it to deliver stop requests).
+    ``train`` runs (the worker keeps it to deliver stop requests and decisions).
     """
     trial = None
     try:
@@ -496,24 +568,22 @@ def run_attempt(task: TrialTask, train: Callable, live: deque | None = None,
             on_start(trial)
         try:
             train(dict(task.config), trial)
-            outcome, state, reason = "finished", "TERMINATED", None
-            if trial.stop_reason in (EARLY_STOP, TIME_BUDGET, DIVERGED):
-                outcome, state, reason = "stopped", "STOPPED", trial.stop_reason
+            reason = trial.stop_reason if is_final_stop(trial.stop_reason) else None
         except TrialStopped as stop:
             if stop.reason == INTERRUPT:
-                return _result(trial, "interrupted", "PENDING", None)
-            outcome, state = ("finished", "TERMINATED") if stop.reason == MAX_STEPS else \
-                ("stopped", "STOPPED")
-            reason = None if stop.reason == MAX_STEPS else stop.reason
+                return _result(trial, Outcome.INTERRUPTED, TrialState.PENDING, None)
+            reason = stop.reason if is_final_stop(stop.reason) else None
+        outcome, state = (Outcome.STOPPED, TrialState.STOPPED) if reason is not None else \
+            (Outcome.FINISHED, TrialState.TERMINATED)
         trial.finish("SUCCESS", reason)
         result = _result(trial, outcome, state, reason)
         # The completion record goes last: once it exists the trial is never run again.
         atomic_write_json(task.paths.result_json,
                           {"trial": task.trial_id, "attempt": task.attempt_id,
-                           "ended": time.time(), **result})
+                           "ended": time.time(), **result.completion_record()})
         return result
     except StaleAttempt as err:
-        return {"outcome": "stale", "state": None, "reason": str(err)}
+        return AttemptResult(Outcome.STALE, reason=str(err))
     except (Exception, SystemExit):  # noqa: BLE001 - any failure of train is the trial's
         return _failed(task, trial, traceback.format_exc())
     finally:
@@ -524,13 +594,13 @@ def run_attempt(task: TrialTask, train: Callable, live: deque | None = None,
                 pass
 
 
-def _result(trial: Trial, outcome: str, state: str, reason: str | None) -> dict:
-    return {"outcome": outcome, "state": state, "reason": reason, **trial.summary.to_dict(),
-            "checkpoint": None if trial.checkpoint_path is None
-            else trial.relative(trial.checkpoint_path)}
+def _result(trial: Trial, outcome: Outcome, state: TrialState, reason: str | None
+            ) -> AttemptResult:
+    return AttemptResult(outcome, state, reason, summary=trial.summary.to_dict(),
+                         checkpoint=trial.checkpoint_ref)
 
 
-def _failed(task: TrialTask, trial: Trial | None, text: str) -> dict:
+def _failed(task: TrialTask, trial: Trial | None, text: str) -> AttemptResult:
     """Record a failed attempt: ``error.txt`` and, when no retry is left, hparams FAILURE."""
     fence = trial.fence if trial is not None else AttemptFence(task.paths.attempt_file,
                                                                task.attempt_id)
@@ -542,11 +612,11 @@ def _failed(task: TrialTask, trial: Trial | None, text: str) -> dict:
         if trial is not None and task.last_chance:
             trial.finish("FAILURE", "error")
     except StaleAttempt as err:
-        return {"outcome": "stale", "state": None, "reason": str(err)}
+        return AttemptResult(Outcome.STALE, reason=str(err))
     except Exception:  # noqa: BLE001 - the original failure is what matters
         text += "\nwhile recording it:\n" + traceback.format_exc()
-    result = {"outcome": "error", "state": "ERROR", "reason": "error", "error": text}
-    if trial is not None:
-        result.update(_result(trial, "error", "ERROR", "error"))
-        result["error"] = text
+    if trial is None:
+        return AttemptResult(Outcome.ERROR, TrialState.ERROR, "error", error=text)
+    result = _result(trial, Outcome.ERROR, TrialState.ERROR, "error")
+    result.error = text
     return result

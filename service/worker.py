@@ -15,6 +15,8 @@ import threading
 from collections import deque
 from typing import Callable
 
+from service.messages import AttemptResult
+from service.schedulers import Decision
 from service.trial import Trial, TrialTask, run_attempt
 
 
@@ -97,8 +99,8 @@ class TrialWorker:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "blas_threads": blas_thread_counts()}
 
-    def run(self, task: TrialTask, train: Callable) -> dict:
-        """Run one attempt; returns its outcome with the reports not yet polled."""
+    def run(self, task: TrialTask, train: Callable) -> AttemptResult:
+        """Run one attempt; returns its outcome with the live items not yet polled."""
         self.live.drain()
         self.trial, self.attempt_id, self.pending_stop = None, task.attempt_id, None
         try:
@@ -108,7 +110,7 @@ class TrialWorker:
                 self.trial, self.attempt_id = None, None
                 result_items = self.live.drain()
             self.live.wake()   # a poll waiting for this attempt returns now
-        result["items"] = result_items
+        result.items = result_items
         return result
 
     def _started(self, trial: Trial) -> None:
@@ -116,12 +118,16 @@ class TrialWorker:
         if self.pending_stop is not None:  # a stop that arrived before train started
             trial.request_stop(self.pending_stop)
 
-    def poll(self, attempt_id: str, stop: str | None = None, wait: float = 0.0) -> list:
+    def poll(self, attempt_id: str, stop: str | None = None, wait: float = 0.0,
+             decision: tuple[int, Decision] | None = None) -> list:
         """The live items queued by attempt ``attempt_id`` since the last poll, waiting up to
         ``wait`` seconds for one when there are none; ``stop`` (a reason) asks that attempt
-        to stop. Items of another attempt are never returned."""
+        to stop; ``decision`` ``(step, decision)`` answers a report waiting at ``step``.
+        Items of another attempt are never returned."""
         if attempt_id != self.attempt_id:
             return []
+        if decision is not None and self.trial is not None:
+            self.trial.deliver(*decision)
         if stop is not None:
             trial = self.trial
             if trial is None:

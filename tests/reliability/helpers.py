@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.saver import read_checkpoint
 from service.driver import run_sweep
-from service.spec import load_sweep_file
+from service.sweep import load_sweep_file
 from service.storage import SweepState
 from tests.service.tb_helpers import written_points
 
@@ -115,8 +115,9 @@ class DriverThread:
 
     def _run(self, **options) -> None:
         try:
-            self.result, self.status = run_sweep(self.sweep, storage=str(self.storage),
-                                                 out=self.out, progress=False, **options)
+            self.result = run_sweep(self.sweep, storage=str(self.storage),
+                                    out=self.out, progress=False, **options)
+            self.status = self.result.exit_status
         except BaseException as err:  # noqa: BLE001 - handed to the test by join
             self.error = err
 
@@ -159,7 +160,8 @@ def running_pid(sweep_dir: Path, trial_id: str) -> int | None:
 # The fields two runs of a trial are compared on, bit for bit:
 COMPARED = (
     "state", "reason", "last_step", "last_metrics", "best_metrics",   # state.json's record
-    "result",      # result.json without its attempt id and end time
+    "result",      # result.json without its attempt id, end time and checkpoint's file times
+    "checkpoint_digest",   # the sha256 of its checkpoint's data, as result.json names it
     "results",     # results.jsonl: (step, metrics) of every line, in order
     "scalars",     # every scalar point of the run as TensorBoard's raw reader reads the files
     "checkpoint",  # the name of the latest checkpoint (its global step)
@@ -179,7 +181,9 @@ def outcome(sweep_dir: Path, trial_id: str) -> dict:
     found = {
         "state": record.state.value, "reason": record.reason, "last_step": record.last_step,
         "last_metrics": record.last_metrics, "best_metrics": record.best_metrics,
-        "result": {k: v for k, v in result.items() if k not in ("attempt", "ended")},
+        "result": {k: v for k, v in result.items()
+                   if k not in ("attempt", "ended", "checkpoint_ref")},
+        "checkpoint_digest": (result.get("checkpoint_ref") or {}).get("sha256"),
         "results": [(r["step"], r["metrics"]) for r in rows],
         "scalars": written_points(run),
         "checkpoint": state["latest"],

@@ -31,7 +31,7 @@ from tensorboard.backend.event_processing import event_accumulator, event_file_l
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-import service.tensorboard_server
+import scripts.tensorboard_server
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ def hparam_values(info: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ the tensorboard server
 
-class TensorBoardServer(service.tensorboard_server.TensorBoardServer):
+class TensorBoardServer(scripts.tensorboard_server.TensorBoardServer):
     """A real ``tensorboard`` process serving ``logdir`` on 127.0.0.1, for tests.
 
     ``load_fast``: "auto" (TensorBoard's default: the Rust data server when installed),

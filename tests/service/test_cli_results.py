@@ -7,8 +7,10 @@ import sys
 import pytest
 
 from service.results import load
-from service.spec import Sweep, grid, sweep_record
-from service.storage import SweepPaths, SweepState, TrialRecord, TrialState, atomic_write_json
+from service.spec import grid, sweep_record
+from service.sweep import Sweep
+from service.messages import TrialState
+from service.storage import SweepPaths, SweepState, TrialRecord, atomic_write_json
 
 
 def train(config, trial):
@@ -21,7 +23,8 @@ def fake_sweep_folder(root, mode="min"):
                   mode=mode)
     paths = SweepPaths(root / "s")
     paths.root.mkdir(parents=True)
-    atomic_write_json(paths.sweep_json, sweep_record(sweep))
+    atomic_write_json(paths.sweep_json,
+                      sweep_record(sweep.spec, sweep.source_file, sweep.train_name))
     trials = []
     for t, last, best, state in zip(sweep.trials(), [0.5, 0.2, float("nan")], [0.1, 0.2, 0.05],
                                     [TrialState.TERMINATED, TrialState.TERMINATED,

@@ -11,9 +11,12 @@ from tensorboard.plugins.hparams import api_pb2
 
 from service import cluster
 from service.driver import open_sweep_folder, reconcile, run_sweep
-from service.spec import SpecError, load_sweep_file
+from service.messages import Baseline, Outcome, Report, TrialState
+from service.search import BasicSearcher
+from service.spec import SpecError
 from service.storage import (Attempt, LockHeld, SweepLock, SweepPaths, SweepState, TrialRecord,
-                             TrialState, atomic_write_json)
+                             atomic_write_json)
+from service.sweep import load_sweep_file
 from tests.service.conftest import calls
 from tests.service.tb_helpers import hparams_data, written_points
 
@@ -25,7 +28,8 @@ def by_case(result):
 def test_failures_nan_and_a_dead_worker(local_ray, sweep_file, tmp_path, capsys):
     path = sweep_file("faulty")
     sweep = load_sweep_file(path)
-    result, status = run_sweep(sweep, storage=str(tmp_path / "logs"), out=io.StringIO())
+    result = run_sweep(sweep, storage=str(tmp_path / "logs"), out=io.StringIO())
+    status = result.exit_status
     trials = by_case(result)
     assert status == 1
     assert {case: t.state.value for case, t in trials.items()} == {
@@ -59,11 +63,13 @@ def test_failures_nan_and_a_dead_worker(local_ray, sweep_file, tmp_path, capsys)
 
     # resume: ERROR trials stay ERROR, and run again only with retry_errored
     before = calls(path)
-    result, status = run_sweep(sweep, storage=str(tmp_path / "logs"), resume=True,
-                               out=io.StringIO())
+    result = run_sweep(sweep, storage=str(tmp_path / "logs"), resume=True,
+                       out=io.StringIO())
+    status = result.exit_status
     assert status == 1 and calls(path) == before
-    result, status = run_sweep(sweep, storage=str(tmp_path / "logs"), resume=True,
-                               retry_errored=True, out=io.StringIO())
+    result = run_sweep(sweep, storage=str(tmp_path / "logs"), resume=True,
+                       retry_errored=True, out=io.StringIO())
+    status = result.exit_status
     # a fresh budget of retries: attempts 4 and 5 go on from the checkpoints and finish
     assert status == 0 and by_case(result)["always_raise"].state == TrialState.TERMINATED
     after = calls(path)
@@ -82,7 +88,8 @@ def test_workers_are_reused_and_concurrency_is_honoured(local_ray, sweep_file, t
                         lambda self, path: (saves.append(time.monotonic()), original(self, path)))
     sweep = load_sweep_file(sweep_file("grid12"))
     out = io.StringIO()
-    result, status = run_sweep(sweep, storage=str(tmp_path / "one"), max_concurrent=1, out=out)
+    result = run_sweep(sweep, storage=str(tmp_path / "one"), max_concurrent=1, out=out)
+    status = result.exit_status
     # state.json: once at the start, then at a bounded rate, then once at the end
     gaps = [b - a for a, b in zip(saves[1:-1], saves[2:-1])]
     assert len(saves) >= 3 and all(gap >= driver.STATE_INTERVAL for gap in gaps)
@@ -95,8 +102,9 @@ def test_workers_are_reused_and_concurrency_is_honoured(local_ray, sweep_file, t
     # the final table is sorted by the metric
     values = [float(line.split()[2]) for line in text.splitlines()[1:]]
     assert values == sorted(values)
-    result, status = run_sweep(sweep, storage=str(tmp_path / "two"), progress=True,
-                               out=(out := io.StringIO()))
+    result = run_sweep(sweep, storage=str(tmp_path / "two"), progress=True,
+                       out=(out := io.StringIO()))
+    status = result.exit_status
     assert status == 0 and 1 <= len({t.attempts[0].pid for t in result.trials}) <= 2
     assert "\r" in out.getvalue() and " done, " in out.getvalue()
 
@@ -122,9 +130,13 @@ def test_a_second_driver_is_refused_before_anything_runs(sweep_file, tmp_path):
     sweep = load_sweep_file(sweep_file("faulty"))
     paths = SweepPaths(tmp_path / "faulty")
     paths.root.mkdir()
-    with SweepLock(paths.lock):
+    lock = SweepLock(paths.lock)
+    lock.acquire()
+    try:
         with pytest.raises(LockHeld, match="pid"):
             run_sweep(sweep, storage=str(tmp_path))
+    finally:
+        lock.release()
     assert not paths.sweep_json.exists()
     with pytest.raises(Exception, match="not a sweep folder"):
         run_sweep(sweep, storage=str(tmp_path / "elsewhere"), resume=True)
@@ -138,7 +150,7 @@ def test_reconcile_trusts_storage_and_a_killed_driver_costs_no_attempt(sweep_fil
     now = time.time()
     records = [
         TrialRecord(specs[0].id, 0, specs[0].config, TrialState.RUNNING,
-                    attempts=[Attempt("0.1", started=now - 500, outcome="error"),
+                    attempts=[Attempt("0.1", started=now - 500, outcome=Outcome.ERROR),
                               Attempt("0.2", started=now - 100)]),
         TrialRecord(specs[1].id, 1, specs[1].config, TrialState.PENDING),
         TrialRecord(specs[2].id, 2, specs[2].config, TrialState.TERMINATED),
@@ -152,7 +164,9 @@ def test_reconcile_trusts_storage_and_a_killed_driver_costs_no_attempt(sweep_fil
     paths.trial(specs[0].id).dir.mkdir()
     paths.trial(specs[0].id).results_jsonl.write_text(
         json.dumps({"step": 0, "time": now - 90, "metrics": {"loss": 1.0}}) + "\n{\"step\": 1, ")
-    state, _ = reconcile(sweep, paths, retry_errored=False)
+    searcher = BasicSearcher()
+    searcher.setup(sweep.spec)
+    state, _ = reconcile(sweep, paths, searcher, retry_errored=False)
     got = state.by_id()
     assert got[specs[0].id].state == TrialState.PENDING
     assert [a.outcome for a in got[specs[0].id].attempts] == ["error", "driver-lost"]
@@ -163,7 +177,7 @@ def test_reconcile_trusts_storage_and_a_killed_driver_costs_no_attempt(sweep_fil
     assert got[specs[2].id].state == TrialState.PENDING     # no completion record on storage
     assert got[specs[3].id].state == TrialState.ERROR
     assert got[specs[4].id].state == TrialState.PENDING     # new in the table
-    state, base = reconcile(sweep, paths, retry_errored=True)
+    state, base = reconcile(sweep, paths, searcher, retry_errored=True)
     assert state.by_id()[specs[3].id].state == TrialState.PENDING and base == {specs[3].id: 0}
 
 
@@ -194,20 +208,21 @@ def test_a_worker_streams_reports_while_running_and_stops_when_asked(local_ray, 
         assert ray.get(worker.info.remote())["blas_threads"] == [1]   # follows its one CPU
         run = worker.run.remote(task, sweep.train)
         streamed, deadline = [], time.monotonic() + 60
-        while not any(item[0] == "report" and item[1] >= 10 for item in streamed):
+        while not any(isinstance(item, Report) and item.step >= 10 for item in streamed):
             assert time.monotonic() < deadline
             streamed += ray.get(worker.poll.remote("a1"))
             time.sleep(0.05)
         assert ray.get(worker.poll.remote("another attempt")) == []
         ready, _ = ray.wait([run], timeout=0)
         assert not ready                                   # live results, trial still running
-        assert streamed[0][0] == "baseline" and [i[1] for i in streamed[1:11]] == list(range(10))
+        assert isinstance(streamed[0], Baseline)
+        assert [i.step for i in streamed[1:11]] == list(range(10))
         ray.get(worker.poll.remote("a1", INTERRUPT))
         result = ray.get(run, timeout=30)
     finally:
         ray.kill(worker)
-    assert result["outcome"] == "interrupted" and result["last_step"] < 170
-    assert result["checkpoint"].endswith(f"ckpt-{result['last_step'] + 1}")
+    assert result.outcome == Outcome.INTERRUPTED and result.summary["last_step"] < 170
+    assert result.checkpoint.path.endswith(f"ckpt-{result.summary['last_step'] + 1}")
 
 
 def test_resources_no_node_has_are_refused(local_ray, sweep_file, tmp_path):

@@ -8,7 +8,8 @@ import sys
 
 from tensorboard.backend.event_processing import event_accumulator
 
-from service.storage import SweepState, TrialState
+from service.messages import TrialState
+from service.storage import SweepState
 from tests.service.conftest import calls
 from tests.service.tb_helpers import hparam_values, hparams_data, load_run
 

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
-import service.trial
+import service.events
 from service.driver import run_sweep
 from service.events import RunWriter
-from service.spec import load_sweep_file
-from service.storage import SweepState, TrialState
+from service.sweep import load_sweep_file
+from service.messages import TrialState
+from service.storage import SweepState
+import service.trial
 from service.trial import TrialTask, run_attempt, write_fence
+from tests.service.helpers import with_restore_point
 from tests.drivers import reap, start_driver
 from tests.service.conftest import calls
 from tests.service.tb_helpers import TensorBoardServer, scalar_points, written_points
@@ -133,7 +136,7 @@ def resume_without_rewrite(sweep_path: Path, sweep_dir: Path, trial_id: str, mon
     """The negative control: resume one trial in-process the way a naive service would,
     opening its writer without the rewrite and appending to results.jsonl as it is."""
     sweep = load_sweep_file(sweep_path)
-    monkeypatch.setattr(service.trial, "RunWriter",
+    monkeypatch.setattr(service.events, "RunWriter",
                         lambda logdir, resume_step=None, guard=None: RunWriter(logdir,
                                                                                guard=guard))
     monkeypatch.setattr(service.trial, "clean_results", lambda path, step, summary: None)
@@ -143,7 +146,8 @@ def resume_without_rewrite(sweep_path: Path, sweep_dir: Path, trial_id: str, mon
                      attempt_id="control", metric=spec.metric, mode=spec.mode,
                      checkpoint_every=spec.checkpoint_every)
     write_fence(task.paths, "control")
-    assert run_attempt(task, sweep.train)["outcome"] == "finished"
+    task = with_restore_point(task)
+    assert run_attempt(task, sweep.train).outcome == "finished"
 
 
 # The control restores in this process, from checkpoints written by Ray workers (other
@@ -215,8 +219,9 @@ def test_ctrl_c_then_resume_gives_the_results_of_an_uninterrupted_run(local_ray,
     reference_file = tmp_path / "reference" / "slow.py"
     reference_file.parent.mkdir()
     shutil.copy(path, reference_file)
-    reference, status = run_sweep(load_sweep_file(reference_file),
-                                  storage=str(tmp_path / "reference" / "logs"), progress=False)
+    reference = run_sweep(load_sweep_file(reference_file),
+                          storage=str(tmp_path / "reference" / "logs"), progress=False)
+    status = reference.exit_status
     assert status == 0
 
     sweep_dir = tmp_path / "logs" / "slow"
@@ -236,8 +241,9 @@ def test_ctrl_c_then_resume_gives_the_results_of_an_uninterrupted_run(local_ray,
                and t.attempts[-1].outcome == "interrupted"]
     assert stopped and all(t.checkpoint for t in stopped)     # checkpointed as they stopped
 
-    result, status = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
-                               resume=True, progress=False)
+    result = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
+                       resume=True, progress=False)
+    status = result.exit_status
     assert status == 0
     assert all(len(calls(path)[t.id]) == 2 for t in stopped)
     def final(trial):   # fresh/loss differs by design: resumed attempts do not report it
@@ -282,8 +288,9 @@ def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(local_ray, sw
 
     presser = threading.Thread(target=press_ctrl_c_twice)
     presser.start()
-    result, status = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
-                               progress=False)
+    result = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
+                       progress=False)
+    status = result.exit_status
     returned = time.monotonic()
     presser.join()
     assert status == 130 and returned - timings["second"] < 5
@@ -291,8 +298,9 @@ def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(local_ray, sw
     assert {t.state for t in state.trials} <= {TrialState.PENDING, TrialState.TERMINATED}
     assert any(t.attempts and t.attempts[-1].outcome == "interrupted" for t in state.trials)
     # the workers were killed in the middle of a step: resume still gives clean runs
-    result, status = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
-                               resume=True, progress=False)
+    result = run_sweep(load_sweep_file(path), storage=str(tmp_path / "logs"),
+                       resume=True, progress=False)
+    status = result.exit_status
     assert status == 0
     for t in result.trials:
         starts = calls(path)[t.id]

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from service.spec import (SpecError, Sweep, choice, grid, load_sweep_file, loguniform,
+from service.spec import (SpecError, choice, grid, loguniform,
                           randint, spec_differences, sweep_record, uniform)
+from service.sweep import Sweep, load_sweep_file
 
 
 def train(config, trial):
@@ -106,7 +107,7 @@ def test_sweep_file_loads_from_anywhere_and_records_its_path(tmp_path):
     sweep = load_sweep_file(f)
     assert sweep.source_file == str(f.resolve()) and sweep.train_name == "train"
     assert sweep.train({"x": 2}, None) == 2
-    record = sweep_record(sweep)
+    record = sweep_record(sweep.spec, sweep.source_file, sweep.train_name)
     assert json.loads(json.dumps(record))["spec_hash"] == sweep.spec_hash()
 
 

@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
+from service.messages import Outcome, TrialState
 from service.storage import (Attempt, LockHeld, StorageError, SweepLock, SweepState,
-                             TrialRecord, TrialState, atomic_write_json, check_storage,
-                             read_json)
+                             TrialRecord, atomic_write_json, check_storage, read_json)
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path, monkeypatch):
@@ -107,15 +107,16 @@ def test_second_driver_is_refused_and_a_dead_holder_is_taken_over(tmp_path):
     assert json.loads(lock_path.read_text())["pid"] == os.getpid()
     lock.release()
     assert lock_path.read_text() == ""  # a clean release leaves nothing to take over
-    with SweepLock(lock_path) as again:
-        assert again.held
+    again = SweepLock(lock_path)
+    again.acquire()          # taken again at once, without a warning
+    again.release()
 
 
 def test_state_round_trips_and_counts_failures():
     rec = TrialRecord(id="0_lr=0.1", index=0, config={"lr": 0.1}, state=TrialState.RUNNING,
-                      attempts=[Attempt("a1", outcome="error"),
-                                Attempt("a2", outcome="driver-lost"),
-                                Attempt("a3", outcome="worker-died"), Attempt("a4")])
+                      attempts=[Attempt("a1", outcome=Outcome.ERROR),
+                                Attempt("a2", outcome=Outcome.DRIVER_LOST),
+                                Attempt("a3", outcome=Outcome.WORKER_DIED), Attempt("a4")])
     state = SweepState("s", "h", [rec])
     again = SweepState(**{**state.__dict__})
     assert SweepState("s", "h", [TrialRecord.from_dict(rec.to_dict())]).to_dict() == \
@@ -128,7 +129,7 @@ def test_trial_record_to_dict_is_asdict_with_the_state_value():
     rec = TrialRecord(id="3_lr=0.1,net=a", index=3,
                       config={"lr": 0.1, "net": {"sizes": [4, 2], "act": "relu"}},
                       state=TrialState.STOPPED, reason="early-stop",
-                      attempts=[Attempt("a1", "node-1", 41, 10.0, 12.5, "worker-died"),
+                      attempts=[Attempt("a1", "node-1", 41, 10.0, 12.5, Outcome.WORKER_DIED),
                                 Attempt("a2", "node-2", 42, 13.0, None, None)],
                       last_step=7, last_metrics={"loss": 0.5, "val": {"acc": 0.75}},
                       best_metrics={"step": 5, "loss": 0.25}, checkpoint="3/checkpoints/ckpt-6")

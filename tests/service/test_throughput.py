@@ -160,13 +160,14 @@ def test_streamed_reports_reach_the_driver_once_each_in_order_and_in_batches(
 
     from service import Sweep, grid
     from service.driver import Controller, run_sweep
+    from service.messages import Report
     from service.storage import SweepState
 
     folds = []    # (trial id, streamed while running?, [steps])
     original = Controller.fold
 
     def fold(self, run, items):
-        steps = [item[1] for item in items if item[0] == "report"]
+        steps = [item.step for item in items if isinstance(item, Report)]
         if steps:
             running = any(r is run for r in self.running.values())
             folds.append((run.record.id, running, steps))
@@ -177,7 +178,8 @@ def test_streamed_reports_reach_the_driver_once_each_in_order_and_in_batches(
     try:
         sweep = Sweep(name="chatty", train=chatty_train, space={"seed": grid([0, 1])},
                       metric="loss", mode="min", max_concurrent=2)
-        result, status = run_sweep(sweep, storage=str(tmp_path), out=io.StringIO())
+        result = run_sweep(sweep, storage=str(tmp_path), out=io.StringIO())
+        status = result.exit_status
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert status == 0

@@ -15,6 +15,7 @@ import engine as en
 from engine import saver
 from service.trial import (INTERRUPT, StaleAttempt, Trial, TrialStopped, TrialTask, run_attempt,
                            write_fence)
+from tests.service.helpers import with_restore_point
 from tests.service.tb_helpers import hparam_values, hparams_data, load_run, written_points
 
 STEPS = 20
@@ -25,7 +26,7 @@ def make_task(tmp_path, attempt="a1", **options):
     task = TrialTask(sweep_dir=str(tmp_path / "sweep"), trial_id="0_lr=0.1", config={"lr": 0.1},
                      attempt_id=attempt, metric="loss", mode="min", **options)
     write_fence(task.paths, attempt)
-    return task
+    return with_restore_point(task)
 
 
 def model(config):
@@ -76,12 +77,12 @@ def session_status(run_dir):
 def test_a_fresh_attempt_writes_a_complete_run(tmp_path):
     task = make_task(tmp_path)
     result = run_attempt(task, make_train())
-    assert result["outcome"] == "finished" and result["state"] == "TERMINATED"
-    assert result["last_step"] == STEPS - 1
-    assert result["checkpoint"] == "0_lr=0.1/checkpoints/ckpt-20"
+    assert result.outcome == "finished" and result.state == "TERMINATED"
+    assert result.summary["last_step"] == STEPS - 1
+    assert result.checkpoint.path == "0_lr=0.1/checkpoints/ckpt-20"
     record = json.loads(task.paths.result_json.read_text())
     assert record["state"] == "TERMINATED" and record["attempt"] == "a1"
-    assert record["last_metrics"]["loss"] == result["last_metrics"]["loss"]
+    assert record["last_metrics"]["loss"] == result.summary["last_metrics"]["loss"]
     assert results_steps(task) == list(range(STEPS))
     run = load_run(task.paths.dir)
     tags = run.Tags()
@@ -107,13 +108,13 @@ def test_a_retry_resumes_from_the_checkpoint_and_each_step_stays_once(tmp_path):
     task = make_task(tmp_path)
     calls = []
     first = run_attempt(task, make_train(fail_at=12, calls=calls))
-    assert first["outcome"] == "error" and "boom at step 12" in first["error"]
+    assert first.outcome == "error" and "boom at step 12" in first.error
     assert "RuntimeError: boom at step 12" in task.paths.error_txt.read_text()
     assert not task.paths.result_json.exists()
     assert session_status(task.paths.dir) is None          # a retry follows: no session end
     write_fence(task.paths, "a2")
     second = run_attempt(make_task(tmp_path, attempt="a2"), make_train(calls=calls))
-    assert second["outcome"] == "finished" and calls == [0, 10]
+    assert second.outcome == "finished" and calls == [0, 10]
     assert results_steps(task) == list(range(STEPS))
     points = written_points(task.paths.dir)
     assert [s for s, _ in points["loss"]] == list(range(STEPS))
@@ -135,8 +136,8 @@ def test_a_resumed_attempt_reads_its_checkpoint_data_twice(tmp_path, monkeypatch
                         lambda file, what: (reads.append(os.path.basename(file)),
                                             real_read(file, what))[1])
     write_fence(task.paths, "a2")
-    assert run_attempt(make_task(tmp_path, attempt="a2"), make_train(calls=calls))[
-        "outcome"] == "finished" and calls == [0, 10]
+    result = run_attempt(make_task(tmp_path, attempt="a2"), make_train(calls=calls))
+    assert result.outcome == "finished" and calls == [0, 10]
     assert [name for name in reads if name.endswith(".npz")] == ["ckpt-10.npz"] * 2
 
 
@@ -150,7 +151,7 @@ def test_restore_falls_back_past_a_damaged_checkpoint(tmp_path):
     damaged.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="ckpt-15"):
         result = run_attempt(make_task(tmp_path, attempt="a2"), make_train(calls=calls))
-    assert result["outcome"] == "finished" and calls == [0, 10]
+    assert result.outcome == "finished" and calls == [0, 10]
     assert [s for s, _ in written_points(task.paths.dir)["loss"]] == list(range(STEPS))
     assert results_steps(task) == list(range(STEPS))
 
@@ -160,7 +161,7 @@ def test_a_train_that_never_restores_is_cleaned_from_zero(tmp_path):
     calls = []
     run_attempt(task, make_train(fail_at=12, restore=False, calls=calls))
     result = run_attempt(make_task(tmp_path, attempt="a2"), make_train(restore=False, calls=calls))
-    assert result["outcome"] == "finished" and calls == [0, 0]
+    assert result.outcome == "finished" and calls == [0, 0]
     assert [s for s, _ in written_points(task.paths.dir)["loss"]] == list(range(STEPS))
     assert results_steps(task) == list(range(STEPS))
 
@@ -173,7 +174,7 @@ def test_a_superseded_attempt_writes_nothing_more(tmp_path):
             write_fence(task.paths, "a2")
 
     result = run_attempt(task, make_train(hook=take_over))
-    assert result["outcome"] == "stale"
+    assert result.outcome == "stale"
     # step 3's scalars were still held (a step may be reported again) when the attempt was
     # superseded: they are never written
     assert [s for s, _ in written_points(task.paths.dir)["loss"]] == [0, 1, 2]
@@ -194,8 +195,8 @@ def test_stop_rules_stop_at_the_next_report_after_a_checkpoint(tmp_path, stop, s
                                                               last_step, checkpoint):
     task = make_task(tmp_path, stop=stop, checkpoint_every=100)
     result = run_attempt(task, make_train())
-    assert (result["state"], result["reason"], result["last_step"]) == (state, reason, last_step)
-    assert result["checkpoint"].endswith(checkpoint)    # should_checkpoint turned true
+    assert (result.state, result.reason, result.summary["last_step"]) == (state, reason, last_step)
+    assert result.checkpoint.path.endswith(checkpoint)    # should_checkpoint turned true
     assert results_steps(task) == list(range(last_step + 1))
     assert json.loads(task.paths.result_json.read_text())["state"] == state
     assert session_status(task.paths.dir) == api_pb2.STATUS_SUCCESS
@@ -204,17 +205,17 @@ def test_stop_rules_stop_at_the_next_report_after_a_checkpoint(tmp_path, stop, s
 def test_nan_stops_the_trial_as_diverged_unless_kept(tmp_path):
     task = make_task(tmp_path / "stop")
     result = run_attempt(task, make_train(nan_at=6))
-    assert (result["state"], result["reason"], result["last_step"]) == \
+    assert (result.state, result.reason, result.summary["last_step"]) == \
         ("STOPPED", "diverged", 6)
-    assert math.isnan(result["last_metrics"]["loss"])
-    assert result["checkpoint"].endswith("ckpt-5")      # no checkpoint of a diverged model
+    assert math.isnan(result.summary["last_metrics"]["loss"])
+    assert result.checkpoint.path.endswith("ckpt-5")      # no checkpoint of a diverged model
     assert session_status(task.paths.dir) == api_pb2.STATUS_SUCCESS
     status_text = load_run(task.paths.dir).Tensors("status")[0].tensor_proto.string_val[0]
     assert status_text.decode() == "success: diverged"
     kept = make_task(tmp_path / "keep", on_nan="keep")
     result = run_attempt(kept, make_train(nan_at=6))
-    assert (result["state"], result["last_step"]) == ("TERMINATED", STEPS - 1)
-    assert result["best_metrics"]["step"] != 6          # NaN is never the best
+    assert (result.state, result.summary["last_step"]) == ("TERMINATED", STEPS - 1)
+    assert result.summary["best_metrics"]["step"] != 6          # NaN is never the best
 
 
 def test_the_time_budget_stops_a_trial_counting_earlier_attempts(tmp_path):
@@ -224,12 +225,12 @@ def test_the_time_budget_stops_a_trial_counting_earlier_attempts(tmp_path):
     began = time.monotonic()
     result = run_attempt(task, make_train(steps=10_000,
                                           hook=lambda trial, step: time.sleep(0.01)))
-    assert (result["state"], result["reason"]) == ("STOPPED", "time-budget")
-    assert time.monotonic() - began >= 0.3 and result["last_step"] < 1_000
+    assert (result.state, result.reason) == ("STOPPED", "time-budget")
+    assert time.monotonic() - began >= 0.3 and result.summary["last_step"] < 1_000
     # earlier attempts used the whole budget: the first report stops this one
     task = make_task(tmp_path / "b", stop={"time_budget_s": 30.0}, time_used=30.0)
     result = run_attempt(task, make_train(steps=10_000))
-    assert (result["state"], result["reason"], result["last_step"]) == \
+    assert (result.state, result.reason, result.summary["last_step"]) == \
         ("STOPPED", "time-budget", 0)
 
 
@@ -241,9 +242,9 @@ def test_an_interrupt_checkpoints_and_leaves_the_trial_pending(tmp_path):
             trial.request_stop(INTERRUPT)
 
     result = run_attempt(task, make_train(hook=ctrl_c))
-    assert (result["outcome"], result["state"], result["last_step"]) == \
+    assert (result.outcome, result.state, result.summary["last_step"]) == \
         ("interrupted", "PENDING", 3)
-    assert result["checkpoint"].endswith("ckpt-4")
+    assert result.checkpoint.path.endswith("ckpt-4")
     assert not task.paths.result_json.exists()
     assert session_status(task.paths.dir) is None
 
@@ -251,7 +252,7 @@ def test_an_interrupt_checkpoints_and_leaves_the_trial_pending(tmp_path):
 def test_a_failure_without_retries_left_marks_the_run_failed(tmp_path):
     task = make_task(tmp_path, last_chance=True)
     result = run_attempt(task, make_train(fail_at=2, calls=[]))
-    assert result["outcome"] == "error" and result["last_step"] == 2
+    assert result.outcome == "error" and result.summary["last_step"] == 2
     assert session_status(task.paths.dir) == api_pb2.STATUS_FAILURE
 
 
