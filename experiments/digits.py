@@ -65,13 +65,12 @@ def train(config, trial):
 
     sess = en.Session(seed=config["seed"])
     trial.log_graph(loss)
-    start = trial.restore(sess)
     train_x, train_y = data["train"]
     batches = en.data.Batcher(len(train_y), BATCH, seed=config["seed"])
-    for step in range(start, STEPS):
+    for step, evaluate in trial.steps(sess, STEPS, eval_every=batches.batches_per_epoch):
         batch_x, batch_y = batches.batch(step, train_x, train_y)
         _, train_loss = sess.run([train_op, cross_entropy], feed={x: batch_x, y: batch_y})
-        if (step + 1) % batches.batches_per_epoch == 0 or step == STEPS - 1:
+        if evaluate:
             val_loss, val_accuracy = sess.run([cross_entropy, accuracy],
                                               feed=dict(zip((x, y), data["val"])))
             metrics = {"loss/train": train_loss, "loss/val": val_loss,
@@ -80,8 +79,6 @@ def train(config, trial):
                 metrics["accuracy/test"] = sess.run(accuracy, feed=dict(zip((x, y),
                                                                             data["test"])))
             trial.report(step, metrics)
-        if trial.should_checkpoint(step):
-            trial.checkpoint(sess, step)
 
 
 if QUICK:

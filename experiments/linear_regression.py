@@ -67,18 +67,15 @@ def train(config, trial):
 
     sess = en.Session(seed=config["seed"])
     trial.log_graph(loss)
-    start = trial.restore(sess)
     batches = en.data.Batcher(N_TRAIN, BATCH, seed=config["seed"])
-    for step in range(start, STEPS):
+    for step, evaluate in trial.steps(sess, STEPS, eval_every=EVAL_EVERY):
         batch_x, batch_y = batches.batch(step, train_x, train_y)
         _, train_loss = sess.run([train_op, loss], feed={x: batch_x, y: batch_y})
-        if (step + 1) % EVAL_EVERY == 0 or step == STEPS - 1:
+        if evaluate:
             val_loss = sess.run(loss, feed={x: val_x, y: val_y})
             weights = sess.variables()["linear/kernel"][:, 0]
             trial.report(step, {"loss/train": train_loss, "loss/val": val_loss,
                                 "weights/error": np.abs(weights - TRUE_WEIGHTS).max()})
-        if trial.should_checkpoint(step):
-            trial.checkpoint(sess, step)
 
 
 if QUICK:

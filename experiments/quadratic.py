@@ -38,13 +38,10 @@ def train(config, trial):
 
     sess = en.Session(seed=0)
     trial.log_graph(loss)
-    start = trial.restore(sess)
-    for step in range(start, STEPS):
+    for step, _ in trial.steps(sess, STEPS):   # reports every step
         # Fetched values are those the step started from: x at `step` is X0 (1 - 2 lr)^step.
         _, x_value, loss_value = sess.run([train_op, x, loss])
         trial.report(step, x=x_value, loss=loss_value)
-        if trial.should_checkpoint(step):
-            trial.checkpoint(sess, step)
 
 
 if QUICK:

@@ -65,12 +65,11 @@ def train(config, trial):
 
     sess = en.Session(seed=config["seed"])
     trial.log_graph(loss)
-    start = trial.restore(sess)
     batches = en.data.Batcher(len(data["train"][0]), BATCH, seed=config["seed"])
-    for step in range(start, STEPS):
+    for step, evaluate in trial.steps(sess, STEPS, eval_every=EVAL_EVERY):
         batch_x, batch_y = batches.batch(step, *data["train"])
         _, train_loss = sess.run([train_op, loss], feed={x: batch_x, y: batch_y})
-        if (step + 1) % EVAL_EVERY == 0 or step == STEPS - 1:
+        if evaluate:
             val_loss, val_accuracy = sess.run([loss, accuracy], feed=dict(zip((x, y),
                                                                                data["val"])))
             metrics = {"loss/train": train_loss, "loss/val": val_loss,
@@ -79,8 +78,6 @@ def train(config, trial):
                 metrics["accuracy/test"] = sess.run(accuracy, feed=dict(zip((x, y),
                                                                             data["test"])))
             trial.report(step, metrics)
-        if trial.should_checkpoint(step):
-            trial.checkpoint(sess, step)
 
 
 if QUICK:

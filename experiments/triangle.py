@@ -59,11 +59,11 @@ def train(config, trial):
 
     sess = en.Session(seed=config["seed"])
     trial.log_graph(loss)                 # once per run: the Graphs tab
-    start = trial.restore(sess)           # step to continue from; 0 for a fresh trial
-    for step in range(start, STEPS):
+    # restores first; report_now every REPORT_EVERY steps and at the last; checkpoints as due
+    for step, report_now in trial.steps(sess, STEPS, eval_every=REPORT_EVERY):
         _, l, a = sess.run([train_op, loss, accuracy], feed={x: train_x, y: train_y})
         last = step == STEPS - 1
-        if (step + 1) % REPORT_EVERY == 0 or last:
+        if report_now:
             metrics = {"loss": l, "accuracy": a}
             if (step + 1) % EVAL_EVERY == 0 or last:
                 val_loss, val_accuracy = sess.run([loss, accuracy], feed={x: val_x, y: val_y})
@@ -71,8 +71,6 @@ def train(config, trial):
             if last:
                 metrics["accuracy/test"] = sess.run(accuracy, feed={x: test_x, y: test_y})
             trial.report(step, metrics)
-        if trial.should_checkpoint(step):
-            trial.checkpoint(sess, step)
 
 
 if QUICK:

@@ -75,20 +75,17 @@ def train(config, trial):
 
     sess = en.Session(seed=config["seed"])
     trial.log_graph(loss)
-    start = trial.restore(sess)
     inputs = (raw, features, y)
     batches = en.data.Batcher(N_TRAIN, BATCH, seed=config["seed"])
-    for step in range(start, STEPS):
+    for step, evaluate in trial.steps(sess, STEPS, eval_every=batches.batches_per_epoch):
         batch = batches.batch(step, *data["train"])
         _, train_loss = sess.run([train_op, mse], feed=dict(zip(inputs, batch)))
-        if (step + 1) % batches.batches_per_epoch == 0 or step == STEPS - 1:
+        if evaluate:
             metrics = {"loss/train": train_loss,
                        "loss/val": sess.run(mse, feed=dict(zip(inputs, data["val"])))}
             if step == STEPS - 1:
                 metrics["loss/test"] = sess.run(mse, feed=dict(zip(inputs, data["test"])))
             trial.report(step, metrics)
-        if trial.should_checkpoint(step):
-            trial.checkpoint(sess, step)
 
 
 if QUICK:
