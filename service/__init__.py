@@ -6,12 +6,16 @@
                   metric="loss", mode="min")
     sweep.run()
 
+Early stopping: ``Sweep(..., scheduler=asha(grace_period=100, max_t=2000))`` or
+``scheduler=median_stopping(grace_period=200)``.
+
 Importing this package starts nothing (Ray starts when a sweep runs).
 """
 
 from service.results import SweepResult, load
+from service.schedulers import asha, median_stopping
 from service.spec import SpecError, choice, grid, loguniform, randint, uniform
 from service.sweep import Sweep
 
-__all__ = ["SpecError", "Sweep", "SweepResult", "choice", "grid", "load", "loguniform",
-           "randint", "uniform"]
+__all__ = ["SpecError", "Sweep", "SweepResult", "asha", "choice", "grid", "load", "loguniform",
+           "median_stopping", "randint", "uniform"]

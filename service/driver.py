@@ -38,7 +38,7 @@ from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, Sweep
                              TrialPaths, TrialRecord, atomic_write_bytes, atomic_write_json,
                              check_storage, read_json)
 from service.trial import (INTERRUPT, AttemptFence, MetricsSummary, StaleAttempt, TrialTask,
-                           write_fence)
+                           read_results, write_fence)
 
 if TYPE_CHECKING:
     from service.sweep import Sweep
@@ -82,7 +82,8 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
         searcher.setup(sweep.spec)
         state, retry_base = reconcile(sweep, paths, searcher, retry_errored=retry_errored)
         load_plugin_state(paths.scheduler_json, scheduler)
-        scheduler.setup(sweep.objective, [t.id for t in state.trials])
+        scheduler.setup(sweep.objective, [t.id for t in state.trials],
+                        history=lambda trial_id: reported(paths.trial(trial_id)))
         state.save(paths.state_json)
         from service.events import write_experiment   # tensorboardX loads with a writer
 
@@ -267,6 +268,11 @@ def load_plugin_state(path: Path, plugin: Searcher | Scheduler) -> None:
     """Continue a searcher or scheduler from the state an earlier driver persisted."""
     if path.exists():
         plugin.load_state_dict(read_json(path, "saved state"))
+
+
+def reported(paths: TrialPaths) -> list[tuple[int, dict]]:
+    """A trial's durable reports, ``(step, metrics)`` in order (its results.jsonl)."""
+    return [(row["step"], row.get("metrics", {})) for row in read_results(paths.results_jsonl)]
 
 
 def last_report_time(paths: TrialPaths) -> float | None:

@@ -21,6 +21,8 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       ValidationError, field_validator, model_validator)
 
 from service.names import check_folder_name
+from service.schedulers.asha import AshaSpec
+from service.schedulers.median import MedianSpec
 
 SPEC_FORMAT = 1
 MAX_TRIALS = 100_000        # every trial is a row of state.json and a folder on storage
@@ -158,6 +160,10 @@ def _as_list(values):
 
 # ----------------------------------------------------------------- the spec
 
+SchedulerSpec = Annotated[Union[AshaSpec, MedianSpec], Field(discriminator="type")]
+# The discriminator tags of the unions, left out of the field names in error messages.
+_TAGS = {*DOMAINS, "asha", "median_stopping"}
+
 class StopSpec(BaseModel):
     """When a trial ends before ``train`` returns: after ``max_steps`` steps (its budget:
     TERMINATED, as Ray Tune's stop criteria), or as a final decision (STOPPED) after
@@ -190,6 +196,7 @@ class SweepSpec(BaseModel):
     keep_checkpoints: PositiveInt = 3
     storage: str = "logs"
     on_nan: Literal["stop", "keep"] = "stop"
+    scheduler: SchedulerSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -254,7 +261,7 @@ class TrialSpec:
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p not in DOMAINS and not str(p).startswith(
+        loc = ".".join(str(p) for p in e["loc"] if p not in _TAGS and not str(p).startswith(
             "function-after"))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
@@ -295,8 +302,10 @@ def spec_dict(spec: SweepSpec) -> dict:
 
 
 def spec_hash(spec: SweepSpec) -> str:
-    """sha256 of the spec without run options: a changed hash refuses a relaunch."""
-    data = {k: v for k, v in spec_dict(spec).items() if k not in RUN_OPTIONS}
+    """sha256 of the spec without run options: a changed hash refuses a relaunch. Options
+    left unset (None) are left out too, so an option added later does not change the hash
+    of a sweep launched before it existed."""
+    data = {k: v for k, v in spec_dict(spec).items() if k not in RUN_OPTIONS and v is not None}
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

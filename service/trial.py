@@ -199,7 +199,7 @@ class StopRules:
 
 # ----------------------------------------------------------------- results.jsonl
 
-def _read_results(path: Path) -> list[dict]:
+def read_results(path: Path) -> list[dict]:
     """The intact lines of ``results.jsonl`` (a torn last line from a crash is dropped)."""
     try:
         text = path.read_text()
@@ -219,7 +219,7 @@ def _read_results(path: Path) -> list[dict]:
 def clean_results(path: Path, resume_step: int, summary: MetricsSummary) -> None:
     """Keep the lines of ``results.jsonl`` below ``resume_step`` (rewritten atomically when
     any go) and fold the kept ones into ``summary``."""
-    rows = _read_results(path)
+    rows = read_results(path)
     kept = [row for row in rows if row["step"] < resume_step]
     if len(kept) != len(rows) or (path.exists() and not kept):
         if kept:
@@ -322,7 +322,7 @@ class Trial:
         self._results.write(json.dumps({"step": step, "time": time.time(), "metrics": values})
                             + "\n")
         self.summary.add(step, values)
-        wait = self._sync_due(step)
+        wait = self.task.metric in values and self._sync_due(step)
         self.live.append(Report(step, values, wait))
         if wait:
             self._wait_for_decision(step)
@@ -428,7 +428,7 @@ class Trial:
 
     def _sync_due(self, step: int) -> bool:
         """True when the report of ``step`` reaches a step where the scheduler decides
-        (the first report at or past it: see ``SyncSteps``)."""
+        (the first report of the sweep's metric at or past it: see ``SyncSteps``)."""
         due = False
         while self._sync_steps and self._sync_steps[0] <= step:
             self._sync_steps.pop(0)

@@ -1,105 +1,37 @@
 """Schedulers: rules that watch every reported result in the driver and decide, per trial,
-whether it continues or stops.
+whether it continues or stops (see :mod:`service.schedulers.base` for the interface).
 
-The controller imports only this module. A scheduler is a small class with one decision
-method, ``on_result``; its state must be derivable from what it persists (``state_dict`` /
-``load_state_dict``): the controller writes that state to the sweep folder **before** a
-decision takes effect, so a resumed driver neither forgets nor reverses one.
+    from service import Sweep, asha, median_stopping
+    Sweep(..., scheduler=asha(grace_period=100, reduction_factor=3, max_t=2000))
 
-Two ways a decision reaches a trial:
-
-- **synchronously**, at steps the scheduler names in advance (``sync_steps``): the worker's
-  ``trial.report`` at the first step at or past such a step waits for the verdict, so a
-  trial stopped there ends exactly at that step (an ASHA rung, a PBT interval);
-- **asynchronously**, for any other report: a stop travels with the next poll, and the trial
-  stops at its next report.
+One module per rule: :mod:`~service.schedulers.asha` (asynchronous successive halving and
+asynchronous Hyperband), :mod:`~service.schedulers.median` (the median stopping rule). The
+controller imports only this package.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from service.schedulers.asha import AshaSpec, AsyncHyperBand, asha
+from service.schedulers.base import CONTINUE, Continue, Decision, Scheduler, Stop, SyncSteps
+from service.schedulers.median import MedianSpec, MedianStopping, median_stopping
 
-
-@dataclass(frozen=True)
-class Continue:
-    """Go on training."""
-
-    def __repr__(self) -> str:
-        return "CONTINUE"
-
-
-@dataclass(frozen=True)
-class Stop:
-    """End the trial as STOPPED (a final decision, not a failure); ``reason`` is shown in
-    ``status``, ``SweepResult.table()`` and TensorBoard."""
-
-    reason: str
-
-
-CONTINUE = Continue()
-Decision = Continue | Stop
-
-
-@dataclass(frozen=True)
-class SyncSteps:
-    """Where a trial's ``report`` waits for a decision: at the first report at or past each
-    of ``steps`` (sorted), and, with ``every``, at or past every multiple of it (minus one:
-    the report of step ``k * every - 1`` completes ``k * every`` steps)."""
-
-    steps: tuple[int, ...] = ()
-    every: int | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.steps) or self.every is not None
-
-
-class Scheduler:
-    """The interface, and the default rule: every trial runs to its end (FIFO).
-
-    ``objective`` (set by :meth:`setup`) gives the sweep's metric and mode.
-    """
-
-    #: the name shown in stop reasons and persisted with the state
-    name = "fifo"
-
-    def setup(self, objective, trial_ids: list[str]) -> None:
-        """Called once per driver start, before any result, with the sweep's objective and
-        the trials known so far (after :meth:`load_state_dict` on a resume)."""
-        self.objective = objective
-
-    def sync_steps(self, trial_id: str) -> SyncSteps:
-        """The steps at which ``trial_id``'s next attempt must wait for a decision (none:
-        every decision is asynchronous). Steps already decided for it must not be named
-        again, so a retried attempt is not judged twice at one step."""
-        return SyncSteps()
-
-    def on_result(self, trial_id: str, step: int, metrics: dict, *, sync: bool) -> Decision:
-        """Decide after a report of ``trial_id``; ``sync`` when its worker waits for this
-        answer (a step named by :meth:`sync_steps`)."""
-        return CONTINUE
-
-    def on_complete(self, trial_id: str, state: Any) -> None:
-        """``trial_id`` reached a final state (TERMINATED, STOPPED, ERROR)."""
-
-    @property
-    def dirty(self) -> bool:
-        """True when the state changed since :meth:`state_dict` was last called."""
-        return False
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue after a driver restart (JSON data)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from what :meth:`state_dict` returned in an earlier driver."""
+#: the spec models of the rules, by their ``type``
+SCHEDULER_SPECS = {"asha": AshaSpec, "median_stopping": MedianSpec}
 
 
 def make_scheduler(spec) -> Scheduler:
-    """The scheduler a sweep spec asks for (today: the default, which continues every
-    trial)."""
-    return Scheduler()
+    """The scheduler a sweep spec asks for (``spec.scheduler``); the default continues
+    every trial."""
+    rule = spec.scheduler
+    if rule is None:
+        return Scheduler()
+    if isinstance(rule, AshaSpec):
+        return AsyncHyperBand(rule)
+    if isinstance(rule, MedianSpec):
+        return MedianStopping(rule)
+    raise TypeError(f"no scheduler for {rule!r}")
 
 
-__all__ = ["CONTINUE", "Continue", "Decision", "Scheduler", "Stop", "SyncSteps",
-           "make_scheduler"]
+__all__ = ["CONTINUE", "SCHEDULER_SPECS", "AshaSpec", "AsyncHyperBand", "Continue", "Decision",
+           "MedianSpec", "MedianStopping", "Scheduler", "Stop", "SyncSteps", "asha",
+           "make_scheduler", "median_stopping"]

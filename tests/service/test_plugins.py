@@ -27,8 +27,8 @@ class StopOddTrials(Scheduler):
 
     name = "stop-odd"
 
-    def setup(self, objective, trial_ids):
-        super().setup(objective, trial_ids)
+    def setup(self, objective, trial_ids, history=None):
+        super().setup(objective, trial_ids, history)
         self.index = {t: int(t.split("_")[0]) for t in trial_ids}
         self.decided = getattr(self, "decided", {})
         self._dirty = False
