@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from engine.autodiff import gradients
-from engine.graph import (GraphError, Node, Placeholder, Variable, resolve_names,
-                          topological_order, trainable_variables)
+from engine.graph import (GraphError, Node, Placeholder, Variable, ordered_names,
+                          trainable_variables)
 from engine.session import Session
 
 
@@ -41,7 +41,7 @@ def check_gradients(loss: Node, feed: dict | None = None,
                              f"{v.describe()}")
     analytic = session.run(gradients(loss, variables), feed)
     # The names the plans gave the variables: an unnamed variable's name depends on its graph.
-    names = resolve_names(topological_order([loss, *variables]))
+    _, names = ordered_names([loss, *variables])
 
     def value() -> float:
         return float(np.sum(session.run(loss, feed, training=False)))

@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.autodiff import BackwardPass, Gradient
 from engine.graph import (Constant, GraphError, Node, Op, Placeholder, Variable, dtype_name,
-                          format_shape, resolve_names, topological_order)
+                          format_shape, ordered_names)
 
 ALIGNMENT = 64
 
@@ -254,8 +254,7 @@ class Plan:
         self.session = session
         self.rng = session.rng
         self.float_dtype = session.float_dtype
-        order = topological_order(list(fetch_nodes))
-        self.names = resolve_names(order)
+        order, self.names = ordered_names(list(fetch_nodes))
         has_updates = any(getattr(n, "is_update", False) for n in order)
         self.training = has_updates if training is None else bool(training)
         forward_only = not has_updates and not any(isinstance(n, Gradient) for n in order)

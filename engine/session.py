@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.graph import (GraphError, Node, Placeholder, Variable, format_shape, resolve_names,
-                          topological_order)
+from engine.graph import (GraphError, Node, Placeholder, Variable, format_shape, ordered_names,
+                          resolve_names)
 from engine.plan import (Plan, aligned_empty, flatten_fetches, rebuild, side_by_side,
                          update_groups)
 
@@ -78,8 +78,7 @@ class Session:
         ``run`` does this by itself; call it before restoring a checkpoint so that the
         restore can be checked against the whole graph. Returns the graph's variables by name.
         """
-        order = topological_order(list(nodes))
-        names = resolve_names(order)
+        order, names = ordered_names(list(nodes))
         found = {names[n]: n for n in order if isinstance(n, Variable)}
         self._bind(found, [[names[v] for v in group] for group in update_groups(order)])
         return found
