@@ -46,10 +46,11 @@ def check_gradients(loss: Node, feed: dict | None = None,
     def value() -> float:
         return float(np.sum(session.run(loss, feed, training=False)))
 
+    live = session.variables(copy=False)  # every listed variable: the run above bound them
     worst = 0.0
     for v, a in zip(variables, analytic):
         # Perturb the live array: the fed one, or the session's storage of the variable.
-        x = feed[v] if isinstance(v, Placeholder) else session._storage(v, names[v])
+        x = feed[v] if isinstance(v, Placeholder) else live[names[v]]
         flat = x.reshape(-1)
         a = np.asarray(a, dtype=np.float64).reshape(-1)
         for i in range(flat.size):

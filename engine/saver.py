@@ -635,9 +635,9 @@ class Saver:
         return path
 
     def _arrays(self, sess) -> dict[str, np.ndarray]:
-        # The session's own arrays, not copies (Session.variables copies): saving only
-        # reads them, and copying 3 MB would cost as much as hashing it.
-        values = {name: sess._values[name] for name in sorted(sess._values)}
+        # The session's own arrays, not copies: saving only reads them, and copying 3 MB
+        # would cost as much as hashing it.
+        values = sess.variables(copy=False)
         if not values:
             raise GraphError("Saver.save: the session holds no variables yet; run or "
                              "attach the graph first")
