@@ -478,14 +478,6 @@ def _names_on_disk(folder: str) -> list[str]:
             if e.endswith(".json") and not e.startswith(".") and e[:-5] + ".npz" in entries]
 
 
-def list_checkpoints(folder: str | os.PathLike) -> list[str]:
-    """Every checkpoint in ``folder`` (paths without extension), oldest first by the time
-    they were saved. Not verified: see :func:`verify_checkpoint`."""
-    folder = os.fspath(folder)
-    paths = [os.path.join(folder, name) for name in _names_on_disk(folder)]
-    return sorted(paths, key=lambda p: (_wall_time(p), p))
-
-
 def latest_checkpoint(folder: str | os.PathLike) -> str | None:
     """The newest checkpoint in ``folder`` whose files exist and verify, or None.
 
