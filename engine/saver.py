@@ -20,7 +20,6 @@ read straight from the verified bytes and object arrays are refused.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
 import io
@@ -30,16 +29,15 @@ import os
 import platform
 import re
 import struct
-import threading
 import time
-import uuid
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from engine.atomic import BackgroundFsync, TempFile, fsync_dir, publish
 from engine.graph import GraphError, Variable, format_shape
 
 FORMAT = "gradsweep.checkpoint"
@@ -75,82 +73,6 @@ def checkpoint_path(path: str | os.PathLike) -> str:
 
 def _files(path: str) -> tuple[str, str]:
     return path + ".npz", path + ".json"
-
-
-# -- atomic files
-
-
-class _TempFile:
-    """A file written under a temporary name beside ``path``; ``publish`` renames it there."""
-
-    def __init__(self, path: str):
-        folder, name = os.path.split(path)
-        self.path = path
-        self.tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        self.file = open(self.tmp, "xb")
-
-    def fsync(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def publish(self) -> None:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        """Close and remove the temporary file (nothing left to do once published)."""
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
-
-
-def _json_temp(path: str, obj) -> _TempFile:
-    temp = _TempFile(path)
-    temp.file.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-    return temp
-
-
-class _InBackground:
-    """Runs ``fn()`` in a thread; ``join`` waits for it and re-raises what it raised."""
-
-    def __init__(self, fn: Callable[[], None]):
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn) -> None:
-        try:
-            fn()
-        except BaseException as e:  # handed to the caller's thread by join
-            self._error = e
-
-    def join(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-def _publish(folder: str, *groups: Sequence[_TempFile]) -> None:
-    """Rename groups of fsynced files into place one after another, each followed by an
-    fsync of the folder: a later group (the state file) can only become visible after the
-    earlier ones (the checkpoint) are durable under their final names."""
-    for group in groups:
-        for temp in group:
-            temp.publish()
-        fsync_dir(folder)
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """Make renames and new entries in ``folder`` durable."""
-    fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some filesystems cannot fsync a directory; their renames are durable already.
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
 
 
 # -- the environment results depend on
@@ -258,6 +180,12 @@ def _decode_state(saved, template, where: str = "state"):
 
 
 # -- manifests
+
+
+def _json_temp(path: str, obj) -> TempFile:
+    temp = TempFile(path)
+    temp.file.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    return temp
 
 
 def _manifest_digest(body: dict) -> str:
@@ -583,18 +511,18 @@ class Saver:
             self._preserved = [n for n in self._preserved if n != name]
             state_temp = _json_temp(os.path.join(folder, STATE_FILE), self._state())
             state_temp.fsync()
-            _publish(folder, [state_temp])
+            publish(folder, [state_temp])
         path = os.path.join(folder, name)
         data_file, manifest_file = _files(path)
         before = (list(self._kept), list(self._preserved), self._last_preserved)
-        temps: list[_TempFile] = []
+        temps: list[TempFile] = []
         syncing = None
         try:
-            temps.append(_TempFile(data_file))
+            temps.append(TempFile(data_file))
             size, sha256 = _write_npz(temps[0].file, arrays)
             # The data file's fsync (the long one) runs while the small files are written;
             # concurrent fsyncs also share the filesystem's journal commits.
-            syncing = _InBackground(temps[0].fsync)
+            syncing = BackgroundFsync(temps[0])
             temps.append(_json_temp(manifest_file, _seal({
                 "format": FORMAT, "version": VERSION, "global_step": global_step,
                 "wall_time": time.time(), "data_file": name + ".npz", "size": size,
@@ -612,7 +540,7 @@ class Saver:
             syncing.join()
             syncing = None
             # The checkpoint's files first, the state file naming it last.
-            _publish(folder, temps[:2], temps[2:])
+            publish(folder, temps[:2], temps[2:])
         except BaseException:
             if syncing is not None:
                 with contextlib.suppress(BaseException):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.saver import fsync_dir
+from engine.atomic import fsync_dir
 
 
 class StorageError(RuntimeError):
