@@ -226,7 +226,7 @@ def restore_point(folder: Path) -> tuple[str | None, int]:
 
     Damaged checkpoints (a torn write, a flipped bit) are skipped for the one before them.
     """
-    from engine.saver import CheckpointError, latest_checkpoint, read_manifest
+    from engine.checkpoint import CheckpointError, latest_checkpoint, read_manifest
 
     path = latest_checkpoint(folder) if folder.is_dir() else None
     if path is None:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import engine as en
-from engine import saver as saver_module
-from engine.saver import CheckpointWarning, read_checkpoint, read_manifest, verify_checkpoint
+from engine.checkpoint import CheckpointWarning, read_checkpoint, read_manifest, verify_checkpoint
+from engine.checkpoint.files import _seal
 from tests.engine.checkpoint_worker import SEED, build, run_steps
 
 WORKER = Path(__file__).with_name("checkpoint_worker.py")
@@ -240,7 +240,7 @@ def forge(path: str, data: bytes, variables: list[dict]) -> None:
     Path(path + ".npz").write_bytes(data)
     manifest = json.loads(Path(path + ".json").read_text())
     manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), variables=variables)
-    Path(path + ".json").write_text(json.dumps(saver_module._seal(manifest)))
+    Path(path + ".json").write_text(json.dumps(_seal(manifest)))
 
 
 @pytest.mark.parametrize("container", ["npz", "raw-pickle"])
@@ -288,7 +288,7 @@ def test_retention_continues_across_two_processes(tmp_path):
 
 def test_keep_every_n_hours_survives_a_new_saver(tmp_path, monkeypatch):
     clock = [1_000_000.0]
-    monkeypatch.setattr(saver_module.time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "time", lambda: clock[0])
     sess, _ = trained_session(steps=1)
     saver = en.Saver(max_to_keep=2, keep_every_n_hours=1)
     for step in range(10):
@@ -454,7 +454,7 @@ def test_restoring_under_another_build_warns(tmp_path):
     manifest = json.loads(Path(path + ".json").read_text())
     manifest["environment"]["numpy"] = "1.0.0"
     manifest["environment"]["settings"]["OMP_NUM_THREADS"] = "7"
-    Path(path + ".json").write_text(json.dumps(saver_module._seal(manifest)))
+    Path(path + ".json").write_text(json.dumps(_seal(manifest)))
     expected = r"last bits.*numpy: saved '1.0.0'.*OMP_NUM_THREADS: saved '7', now"
     with pytest.warns(CheckpointWarning, match=expected):
         en.Saver().restore(en.Session(), path)
