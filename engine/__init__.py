@@ -22,7 +22,8 @@ from engine.ops import (add, concat, div, dropout, exp, leaky_relu, log, log_sof
                         mul, neg, pow, print_, reduce_mean, reduce_sum, relu, reshape, sigmoid,
                         softmax, sub, tanh, transpose)
 from engine.graph_def import graph_def
-from engine.saver import CheckpointError, Saver, latest_checkpoint
+from engine.checkpoint import CheckpointError, latest_checkpoint
+from engine.saver import Saver
 from engine.session import Session
 
 Print = print_

@@ -60,10 +60,3 @@ class Batcher:
         out = tuple(a[idx] for a in arrays)
         return out[0] if len(out) == 1 else out
 
-
-def batches(n: int, batch_size: int, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-            drop_last: bool = True):
-    """Yield the index batches of one epoch; the order depends only on ``(seed, epoch)``."""
-    b = Batcher(n, batch_size, seed, shuffle, drop_last)
-    for i in range(b.batches_per_epoch):
-        yield b.indices(epoch * b.batches_per_epoch + i)

@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from engine.autodiff import gradients
-from engine.graph import (GraphError, Node, Placeholder, Variable, resolve_names,
-                          topological_order, trainable_variables)
+from engine.graph import (GraphError, Node, Placeholder, Variable, ordered_names,
+                          trainable_variables)
 from engine.session import Session
 
 
@@ -41,15 +41,16 @@ def check_gradients(loss: Node, feed: dict | None = None,
                              f"{v.describe()}")
     analytic = session.run(gradients(loss, variables), feed)
     # The names the plans gave the variables: an unnamed variable's name depends on its graph.
-    names = resolve_names(topological_order([loss, *variables]))
+    _, names = ordered_names([loss, *variables])
 
     def value() -> float:
         return float(np.sum(session.run(loss, feed, training=False)))
 
+    live = session.variables(copy=False)  # every listed variable: the run above bound them
     worst = 0.0
     for v, a in zip(variables, analytic):
         # Perturb the live array: the fed one, or the session's storage of the variable.
-        x = feed[v] if isinstance(v, Placeholder) else session._storage(v, names[v])
+        x = feed[v] if isinstance(v, Placeholder) else live[names[v]]
         flat = x.reshape(-1)
         a = np.asarray(a, dtype=np.float64).reshape(-1)
         for i in range(flat.size):

@@ -328,6 +328,13 @@ def resolve_names(order: Sequence[Node]) -> dict[Node, str]:
     return names
 
 
+def ordered_names(fetches: Sequence[Node]) -> tuple[list[Node], dict[Node, str]]:
+    """The graph ``fetches`` need, in topological order, and its nodes' unique names: what
+    a plan runs and how it names them (:func:`topological_order`, :func:`resolve_names`)."""
+    order = topological_order(fetches)
+    return order, resolve_names(order)
+
+
 def trainable_variables(node: Node | Sequence[Node]) -> list[Variable]:
     """The trainable variables ``node`` depends on, in topological order."""
     roots = list(node) if isinstance(node, (list, tuple)) else [node]

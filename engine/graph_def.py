@@ -5,7 +5,7 @@ The service turns it into TensorBoard's GraphDef; the engine knows nothing of Te
 
 from __future__ import annotations
 
-from engine.graph import graph_inputs, resolve_names, topological_order
+from engine.graph import graph_inputs, ordered_names
 from engine.plan import flatten_fetches
 
 FORMAT = 1
@@ -24,8 +24,7 @@ def graph_def(fetches) -> dict:
     process.
     """
     nodes, _ = flatten_fetches(fetches)
-    order = topological_order(nodes)
-    names = resolve_names(order)
+    order, names = ordered_names(nodes)
     return {
         "format": FORMAT,
         "nodes": [{

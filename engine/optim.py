@@ -15,8 +15,7 @@ import numpy as np
 
 from engine import initializers
 from engine.autodiff import Gradient
-from engine.graph import (GraphError, Node, Op, Variable, resolve_names, topological_order,
-                          trainable_variables)
+from engine.graph import GraphError, Node, Op, Variable, ordered_names, trainable_variables
 
 
 class Minimize(Op):
@@ -94,7 +93,7 @@ class Optimizer:
         # Slots are named after the variables' names in the loss's graph: unnamed variables
         # are told apart there (Variable, Variable_1, ...), and keep those names in the train
         # graph, whose order starts with the loss's.
-        names = resolve_names(topological_order([loss, *params]))
+        _, names = ordered_names([loss, *params])
         grads = [Gradient(loss, v, name=f"gradients/{names[v]}") for v in params]
         slots = [[Variable(initializers.zeros, name=f"{self.name}/{names[v]}/{slot}",
                            shape=v.shape, trainable=False) for slot in self.slot_names]

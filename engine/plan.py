@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.autodiff import BackwardPass, Gradient
 from engine.graph import (Constant, GraphError, Node, Op, Placeholder, Variable, dtype_name,
-                          format_shape, resolve_names, topological_order)
+                          format_shape, ordered_names)
 
 ALIGNMENT = 64
 
@@ -248,14 +248,19 @@ def rebuild(structure, values: list):
 
 
 class Plan:
-    """The compiled program for one (fetches, fed placeholders, training) combination."""
+    """The compiled program for one (fetches, fed placeholders, training) combination.
 
-    def __init__(self, session, fetch_nodes: Sequence[Node], fed: frozenset, training):
-        self.session = session
-        self.rng = session.rng
-        self.float_dtype = session.float_dtype
-        order = topological_order(list(fetch_nodes))
-        self.names = resolve_names(order)
+    ``rng`` and ``float_dtype`` are the session's generator and float dtype; ``bind`` is
+    the session's ``(variables by name, update groups of names) -> arrays by name``, which
+    gives the arrays holding the plan's variables (see ``Session._bind``).
+    """
+
+    def __init__(self, fetch_nodes: Sequence[Node], fed: frozenset, training, *,
+                 rng: np.random.Generator, float_dtype: np.dtype,
+                 bind: Callable[[dict[str, Variable], list[list[str]]], dict[str, np.ndarray]]):
+        self.rng = rng
+        self.float_dtype = float_dtype
+        order, self.names = ordered_names(list(fetch_nodes))
         has_updates = any(getattr(n, "is_update", False) for n in order)
         self.training = has_updates if training is None else bool(training)
         forward_only = not has_updates and not any(isinstance(n, Gradient) for n in order)
@@ -285,7 +290,7 @@ class Plan:
             elif isinstance(node, Op):
                 contexts[node] = Context(self, self.pool)
         groups = [[self.names[v] for v in group] for group in update_groups(order)]
-        for name, array in session._bind(variables, groups).items():
+        for name, array in bind(variables, groups).items():
             vals[slot[variables[name]]] = array
         self.contexts = contexts
         self.loaders = loaders

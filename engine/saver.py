@@ -1,529 +1,44 @@
-"""Checkpoints: a Saver with bit-exact resume, atomic files and integrity checks.
+"""The Saver: writes a Session's checkpoints atomically, keeps the newest, restores them
+bit for bit (TensorFlow 1's ``Saver``). The files are described in :mod:`engine.checkpoint`.
 
-A checkpoint ``<prefix>-<global_step>`` is two files in one folder:
-
-- ``<name>.npz``: one array per variable (model variables, optimizer slots and step
-  counters), written uncompressed with ``allow_pickle=False``;
-- ``<name>.json``: the manifest: names, shapes and dtypes, ``global_step``, wall time, the
-  sha256 and size of the ``.npz``, the session's random generator state (its 128-bit
-  integers as decimal strings), the numpy/BLAS build and thread settings in use, and a
-  sha256 of the manifest itself.
-
-A JSON state file ``checkpoint`` in the folder names the latest checkpoint and the kept
-ones (``{"latest": ..., "kept": [...oldest first]}``, names relative to the folder so the
-folder can be mounted anywhere). Every file is written under a temporary name, flushed,
-fsynced and renamed, and the folder fsynced; the state file is replaced last, so a crash
-at any moment leaves it naming complete checkpoints. Loading never unpickles: arrays are
-read straight from the verified bytes and object arrays are refused.
+Every file is written under a temporary name, flushed, fsynced and renamed, and the folder
+fsynced; the state file is replaced last, so a crash at any moment leaves it naming
+complete checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
-import hashlib
-import io
 import json
 import operator
 import os
-import platform
 import re
-import struct
-import threading
 import time
-import uuid
 import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from engine.atomic import BackgroundFsync, TempFile, fsync_dir, publish
+from engine.checkpoint.environment import environment_differences
+from engine.checkpoint.errors import CheckpointError, CheckpointWarning
+from engine.checkpoint.files import (checkpoint_files, checkpoint_path, new_manifest,
+                                     read_checkpoint)
+from engine.checkpoint.folder import (STATE_FILE, STATE_VERSION, names_on_disk, read_state,
+                                      wall_time)
+from engine.checkpoint.npzio import write_npz
+from engine.checkpoint.rng_state import decode_rng_state, encode_rng_state
 from engine.graph import GraphError, Variable, format_shape
 
-FORMAT = "gradsweep.checkpoint"
-VERSION = 1
-STATE_FILE = "checkpoint"
-STATE_VERSION = 1
-# Settings that change which BLAS kernel runs or how many threads split the work.
-BLAS_SETTINGS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                 "OPENBLAS_CORETYPE")
-NUMERIC_KINDS = "biuf"
+__all__ = ["Saver"]
+
 STEP_SUFFIX = r"(-\d+)?"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, damaged, unsafe or unreadable; names the file."""
-
-
-class CheckpointWarning(UserWarning):
-    """A damaged checkpoint was skipped, or one is restored under a different numpy/BLAS."""
-
-
-# -- paths
-
-
-def checkpoint_path(path: str | os.PathLike) -> str:
-    """The checkpoint's path without extension (``dir/ckpt-100``); ``.npz``/``.json`` dropped."""
-    path = os.fspath(path)
-    for ext in (".npz", ".json"):
-        if path.endswith(ext):
-            return path[:-len(ext)]
-    return path
-
-
-def _files(path: str) -> tuple[str, str]:
-    return path + ".npz", path + ".json"
-
-
-# -- atomic files
-
-
-class _TempFile:
-    """A file written under a temporary name beside ``path``; ``publish`` renames it there."""
-
-    def __init__(self, path: str):
-        folder, name = os.path.split(path)
-        self.path = path
-        self.tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        self.file = open(self.tmp, "xb")
-
-    def fsync(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def publish(self) -> None:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        """Close and remove the temporary file (nothing left to do once published)."""
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
-
-
-def _json_temp(path: str, obj) -> _TempFile:
-    temp = _TempFile(path)
+def _json_temp(path: str, obj) -> TempFile:
+    temp = TempFile(path)
     temp.file.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     return temp
-
-
-class _InBackground:
-    """Runs ``fn()`` in a thread; ``join`` waits for it and re-raises what it raised."""
-
-    def __init__(self, fn: Callable[[], None]):
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn) -> None:
-        try:
-            fn()
-        except BaseException as e:  # handed to the caller's thread by join
-            self._error = e
-
-    def join(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-def _publish(folder: str, *groups: Sequence[_TempFile]) -> None:
-    """Rename groups of fsynced files into place one after another, each followed by an
-    fsync of the folder: a later group (the state file) can only become visible after the
-    earlier ones (the checkpoint) are durable under their final names."""
-    for group in groups:
-        for temp in group:
-            temp.publish()
-        fsync_dir(folder)
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """Make renames and new entries in ``folder`` durable."""
-    fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some filesystems cannot fsync a directory; their renames are durable already.
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
-
-
-# -- the environment results depend on
-
-
-@functools.lru_cache(maxsize=1)
-def _numpy_build() -> dict:
-    """numpy's version, BLAS build and the CPU features it dispatches to (once per process).
-
-    Reads ``numpy.show_config(mode="dicts")`` (numpy >= 1.26 / 2.x) and tolerates anything
-    missing: a checkpoint must never fail because build information is unavailable.
-    """
-    info: dict[str, Any] = {"numpy": np.__version__, "machine": platform.machine(),
-                            "blas": "unknown", "cpu_features": "unknown"}
-    try:
-        config = np.show_config(mode="dicts")
-    except Exception:  # older numpy prints instead of returning a dict
-        config = getattr(getattr(np, "__config__", None), "CONFIG", None)
-    try:
-        blas = config["Build Dependencies"]["blas"]
-        parts = [str(blas.get("name", "")), str(blas.get("version", ""))]
-        detail = blas.get("openblas configuration")
-        if detail:
-            parts.append(f"({' '.join(str(detail).split())})")
-        info["blas"] = " ".join(p for p in parts if p)
-    except Exception:
-        pass
-    try:
-        found = config["SIMD Extensions"]["found"]
-        info["cpu_features"] = " ".join(str(f) for f in found)
-    except Exception:
-        pass
-    return info
-
-
-def environment() -> dict:
-    """What bit-exact results depend on: numpy, its BLAS, CPU features, thread settings."""
-    env = dict(_numpy_build())
-    try:
-        env["cpus"] = len(os.sched_getaffinity(0))  # BLAS's default thread count
-    except (AttributeError, OSError):
-        env["cpus"] = os.cpu_count()
-    env["settings"] = {k: os.environ.get(k) for k in BLAS_SETTINGS}
-    return env
-
-
-def _environment_differences(saved: dict | None) -> list[str]:
-    """``"key: saved X, now Y"`` for every setting that differs from this process's."""
-    if not isinstance(saved, dict):
-        return ["no build information was recorded"]
-
-    def flat(env: dict) -> dict:
-        settings = env.get("settings")
-        return {**{k: env.get(k) for k in ("numpy", "blas", "cpu_features", "machine", "cpus")},
-                **{k: settings.get(k) if isinstance(settings, dict) else None
-                   for k in BLAS_SETTINGS}}
-
-    then, now = flat(saved), flat(environment())
-    return [f"{key}: saved {then[key]!r}, now {now[key]!r}" for key in now
-            if then[key] != now[key]]
-
-
-# -- the random generator's state, as JSON without pickle
-
-
-def _encode_state(value):
-    """A bit generator's state as JSON: integers (128-bit ones too) as decimal strings."""
-    if isinstance(value, dict):
-        return {str(k): _encode_state(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return [str(int(v)) for v in value.ravel()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, str):
-        return value
-    raise CheckpointError(f"cannot store random state entry of type {type(value).__name__}")
-
-
-def _decode_state(saved, template, where: str = "state"):
-    """Rebuild a state from ``saved`` following the structure of ``template`` (the current
-    generator's state), so every entry gets its proper type and nothing unexpected passes."""
-    if isinstance(template, dict):
-        if not isinstance(saved, dict) or set(saved) != set(template):
-            raise CheckpointError(f"random {where}: expected keys {sorted(template)}, got "
-                                  f"{sorted(saved) if isinstance(saved, dict) else saved!r}")
-        return {k: _decode_state(saved[k], template[k], f"{where}.{k}") for k in template}
-    if isinstance(template, np.ndarray):
-        if not isinstance(saved, list) or len(saved) != template.size:
-            raise CheckpointError(f"random {where}: expected {template.size} integers")
-        return np.array([int(v) for v in saved], dtype=template.dtype).reshape(template.shape)
-    if isinstance(template, (bool, np.bool_)):
-        return bool(saved)
-    if isinstance(template, (int, np.integer)):
-        if not isinstance(saved, str) or not re.fullmatch(r"-?\d+", saved):
-            raise CheckpointError(f"random {where}: expected a decimal integer, got {saved!r}")
-        return int(saved)
-    if isinstance(template, str):
-        if saved != template:
-            raise CheckpointError(f"random {where}: the checkpoint's generator is {saved!r}, "
-                                  f"the session's is {template!r}")
-        return saved
-    raise CheckpointError(f"random {where}: unsupported entry {type(template).__name__}")
-
-
-# -- manifests
-
-
-def _manifest_digest(body: dict) -> str:
-    body = {k: v for k, v in body.items() if k != "manifest_sha256"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _seal(manifest: dict) -> dict:
-    """The manifest with its own checksum (a flipped byte in it is caught, not trusted)."""
-    sealed = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    sealed["manifest_sha256"] = _manifest_digest(sealed)
-    return sealed
-
-
-def _read_bytes(file: str, what: str) -> bytes:
-    """The contents of ``file``, the checkpoint's ``what``; CheckpointError if it is missing."""
-    try:
-        with open(file, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {what} {file} does not exist") from None
-
-
-def _read_manifest(path: str) -> dict:
-    """The verified manifest of checkpoint ``path`` (without extension)."""
-    manifest_file = path + ".json"
-    raw = _read_bytes(manifest_file, "manifest")
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint manifest {manifest_file} is damaged: not valid "
-                              f"JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{manifest_file} is not a gradsweep checkpoint manifest")
-    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
-        raise CheckpointError(f"checkpoint manifest {manifest_file} is damaged: its checksum "
-                              "does not match its content")
-    if manifest.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint manifest {manifest_file} has format version "
-                              f"{manifest.get('version')!r}; this engine reads version {VERSION}")
-    return manifest
-
-
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of checkpoint ``path`` (``global_step``, ``wall_time``, ``variables``...)
-    with its own checksum checked, without reading the data file (see
-    :func:`verify_checkpoint`)."""
-    return _read_manifest(checkpoint_path(os.fspath(path)))
-
-
-def _read_verified(path: str, sha256: str | None = None) -> tuple[dict, bytes]:
-    """The manifest and the data file's bytes, after checking size and sha256 (with
-    ``sha256``, the digest the caller verified earlier, the data is not hashed again: it
-    must be the manifest's)."""
-    path = checkpoint_path(path)
-    manifest = _read_manifest(path)
-    data_file = path + ".npz"
-    data = _read_bytes(data_file, "data file")
-    if len(data) != manifest["size"]:
-        raise CheckpointError(f"checkpoint data file {data_file} is damaged: {len(data)} bytes, "
-                              f"its manifest says {manifest['size']} (truncated?)")
-    if sha256 is not None and sha256 == manifest["sha256"]:
-        return manifest, data
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest["sha256"]:
-        raise CheckpointError(f"checkpoint data file {data_file} is damaged: sha256 {digest} "
-                              f"does not match its manifest's {manifest['sha256']}")
-    return manifest, data
-
-
-def verify_checkpoint(path: str | os.PathLike) -> dict:
-    """Check checkpoint ``path`` (``dir/ckpt-100``, with or without extension) without a
-    session: the manifest's own checksum and the data file's size and sha256.
-
-    Returns the manifest (``global_step``, ``wall_time``, ``variables``...); raises
-    :class:`CheckpointError` naming the file at fault.
-    """
-    return _read_verified(os.fspath(path))[0]
-
-
-# -- the npz format, written and read without pickle
-
-
-class _HashingWriter:
-    """Passes writes on to a file and hashes them. It tells its position but cannot seek,
-    so zipfile streams every member once (sizes in data descriptors) and the hash is the
-    file's, with no second read and no file-sized buffer in memory."""
-
-    def __init__(self, f: BinaryIO):
-        self._f, self.sha256, self.size = f, hashlib.sha256(), 0
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        written = self._f.write(data)
-        self.size += written
-        return written
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self._f.flush()
-
-
-def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> tuple[int, str]:
-    """Write an uncompressed ``.npz`` of ``arrays`` (what ``np.savez`` writes, never
-    pickling) to ``f``; returns its size and sha256."""
-    out = _HashingWriter(f)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, array in arrays.items():
-            with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
-    return out.size, out.sha256.hexdigest()
-
-
-def _npz_arrays(data: bytes, data_file: str) -> dict[str, np.ndarray]:
-    """The arrays of an uncompressed ``.npz`` as read-only views of ``data``.
-
-    Every ``.npy`` header is read before any data: a member holding objects (which numpy
-    would unpickle), or anything but booleans, integers and floats, is refused.
-    """
-    if not data.startswith(b"PK"):
-        raise CheckpointError(f"checkpoint data file {data_file} is not an .npz (zip) file")
-    try:
-        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except (zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"checkpoint data file {data_file} is not a readable .npz: {e}") \
-            from None
-    arrays = {}
-    for info in members:
-        where = f"'{info.filename}' in {data_file}"
-        if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
-            raise CheckpointError(f"checkpoint data file {data_file}: member {where} is not an "
-                                  "uncompressed .npy array")
-        start = info.header_offset
-        if data[start:start + 4] != b"PK\x03\x04":
-            raise CheckpointError(f"checkpoint data file {data_file}: bad zip entry {where}")
-        name_len, extra_len = struct.unpack("<HH", data[start + 26:start + 30])
-        start += 30 + name_len + extra_len
-        end = start + info.file_size
-        header = io.BytesIO(data[start:min(end, start + 65536 + 16)])
-        try:
-            version = np.lib.format.read_magic(header)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if read_header is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, fortran, dtype = read_header(header)
-        except ValueError as e:
-            raise CheckpointError(f"checkpoint data file {data_file}: unreadable array header "
-                                  f"for {where}: {e}") from None
-        if dtype.hasobject or dtype.kind not in NUMERIC_KINDS or dtype.fields is not None:
-            raise CheckpointError(f"checkpoint data file {data_file} holds a {dtype} array "
-                                  f"{where}; checkpoints hold only numeric arrays and are never "
-                                  "unpickled")
-        count = int(np.prod(shape, dtype=np.int64))
-        offset = start + header.tell()
-        if offset + count * dtype.itemsize != end:
-            raise CheckpointError(f"checkpoint data file {data_file}: array {where} has the "
-                                  f"wrong number of bytes for shape {shape}")
-        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-        arrays[info.filename[:-4]] = np.reshape(array, shape, order="F" if fortran else "C")
-    return arrays
-
-
-def read_checkpoint(path: str | os.PathLike, sha256: str | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict]:
-    """The verified arrays (read-only, by variable name) and manifest of checkpoint ``path``
-    (``sha256``: see :func:`_read_verified`)."""
-    path = checkpoint_path(path)
-    manifest, data = _read_verified(path, sha256)
-    data_file = path + ".npz"
-    arrays = _npz_arrays(data, data_file)
-    listed = {v["name"]: (tuple(v["shape"]), v["dtype"]) for v in manifest["variables"]}
-    found = {name: (a.shape, a.dtype.name) for name, a in arrays.items()}
-    if listed != found:
-        raise CheckpointError(f"checkpoint data file {data_file} does not hold what its "
-                              f"manifest lists: {sorted(found.items())} vs "
-                              f"{sorted(listed.items())}")
-    return arrays, manifest
-
-
-# -- the folder: state file and listing
-
-
-def _read_state(folder: str) -> dict | None:
-    """The folder's state file, or None when it is missing (warning when it is damaged)."""
-    state_file = os.path.join(folder, STATE_FILE)
-    try:
-        with open(state_file, "rb") as f:
-            state = json.loads(f.read().decode("utf-8"))
-        if not isinstance(state, dict) or not all(
-                isinstance(state.get(key, []), list) for key in ("kept", "preserved")):
-            raise ValueError("not a checkpoint state")
-        return state
-    except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError) as e:
-        warnings.warn(f"checkpoint state file {state_file} is damaged ({e}); using the "
-                      "checkpoints found in the folder", CheckpointWarning, stacklevel=3)
-        return None
-
-
-def _wall_time(path: str) -> float:
-    """When checkpoint ``path`` was saved (the manifest's time; the file's if unreadable)."""
-    try:
-        with open(path + ".json", "rb") as f:
-            return float(json.loads(f.read())["wall_time"])
-    except (OSError, ValueError, KeyError, TypeError):
-        try:
-            return os.path.getmtime(path + ".json")
-        except OSError:
-            return float("-inf")
-
-
-def _names_on_disk(folder: str) -> list[str]:
-    """Checkpoint names in ``folder`` that have both a manifest and a data file."""
-    try:
-        entries = set(os.listdir(folder))
-    except FileNotFoundError:
-        return []
-    return [e[:-5] for e in entries
-            if e.endswith(".json") and not e.startswith(".") and e[:-5] + ".npz" in entries]
-
-
-def list_checkpoints(folder: str | os.PathLike) -> list[str]:
-    """Every checkpoint in ``folder`` (paths without extension), oldest first by the time
-    they were saved. Not verified: see :func:`verify_checkpoint`."""
-    folder = os.fspath(folder)
-    paths = [os.path.join(folder, name) for name in _names_on_disk(folder)]
-    return sorted(paths, key=lambda p: (_wall_time(p), p))
-
-
-def checkpoint_candidates(folder: str | os.PathLike) -> list[str]:
-    """The checkpoints of ``folder`` (paths without extension), newest first, not verified:
-    those the state file names (latest first, then the other kept ones, newest first), then
-    any other complete checkpoint in the folder, newest first."""
-    folder = os.fspath(folder)
-    state = _read_state(folder) or {}
-    named = [state.get("latest")] + list(reversed(state.get("kept", []))) + \
-        list(reversed(state.get("preserved", [])))
-    candidates = list(dict.fromkeys(n for n in named if isinstance(n, str) and n))
-    others = set(_names_on_disk(folder)) - set(candidates)
-    candidates += sorted(others, key=lambda n: _wall_time(os.path.join(folder, n)),
-                         reverse=True)
-    return [os.path.join(folder, name) for name in candidates]
-
-
-def latest_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The newest checkpoint in ``folder`` whose files exist and verify, or None.
-
-    Candidates are :func:`checkpoint_candidates`. A damaged or missing candidate is skipped
-    with a :class:`CheckpointWarning` naming the file.
-    """
-    for path in checkpoint_candidates(folder):
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as e:
-            warnings.warn(f"skipping checkpoint {path}: {e}", CheckpointWarning, stacklevel=2)
-            continue
-        return path
-    return None
-
-
-# -- the Saver
 
 
 class Saver:
@@ -593,7 +108,7 @@ class Saver:
             global_step = step
         name = base if global_step is None else f"{base}-{global_step}"
         arrays = self._arrays(sess)
-        rng_state = _encode_state(sess.rng.bit_generator.state)
+        rng_state = encode_rng_state(sess.rng.bit_generator.state)
         self._open_folder(folder, base)
         if name in self._kept or name in self._preserved:
             # Overwriting a named checkpoint: first stop naming it, so the state file never
@@ -602,26 +117,20 @@ class Saver:
             self._preserved = [n for n in self._preserved if n != name]
             state_temp = _json_temp(os.path.join(folder, STATE_FILE), self._state())
             state_temp.fsync()
-            _publish(folder, [state_temp])
+            publish(folder, [state_temp])
         path = os.path.join(folder, name)
-        data_file, manifest_file = _files(path)
+        data_file, manifest_file = checkpoint_files(path)
         before = (list(self._kept), list(self._preserved), self._last_preserved)
-        temps: list[_TempFile] = []
+        temps: list[TempFile] = []
         syncing = None
         try:
-            temps.append(_TempFile(data_file))
-            size, sha256 = _write_npz(temps[0].file, arrays)
+            temps.append(TempFile(data_file))
+            size, sha256 = write_npz(temps[0].file, arrays)
             # The data file's fsync (the long one) runs while the small files are written;
             # concurrent fsyncs also share the filesystem's journal commits.
-            syncing = _InBackground(temps[0].fsync)
-            temps.append(_json_temp(manifest_file, _seal({
-                "format": FORMAT, "version": VERSION, "global_step": global_step,
-                "wall_time": time.time(), "data_file": name + ".npz", "size": size,
-                "sha256": sha256,
-                "variables": [{"name": k, "shape": list(a.shape), "dtype": a.dtype.name}
-                              for k, a in arrays.items()],
-                "rng": rng_state, "environment": environment(),
-            })))
+            syncing = BackgroundFsync(temps[0])
+            temps.append(_json_temp(manifest_file, new_manifest(
+                name, global_step, size, sha256, arrays, rng_state)))
             self._kept.append(name)
             dropped = self._apply_retention()
             state = self._state()
@@ -631,7 +140,7 @@ class Saver:
             syncing.join()
             syncing = None
             # The checkpoint's files first, the state file naming it last.
-            _publish(folder, temps[:2], temps[2:])
+            publish(folder, temps[:2], temps[2:])
         except BaseException:
             if syncing is not None:
                 with contextlib.suppress(BaseException):
@@ -646,9 +155,9 @@ class Saver:
         return path
 
     def _arrays(self, sess) -> dict[str, np.ndarray]:
-        # The session's own arrays, not copies (Session.variables copies): saving only
-        # reads them, and copying 3 MB would cost as much as hashing it.
-        values = {name: sess._values[name] for name in sorted(sess._values)}
+        # The session's own arrays, not copies: saving only reads them, and copying 3 MB
+        # would cost as much as hashing it.
+        values = sess.variables(copy=False)
         if not values:
             raise GraphError("Saver.save: the session holds no variables yet; run or "
                              "attach the graph first")
@@ -690,7 +199,7 @@ class Saver:
             os.makedirs(folder, exist_ok=True)
             fsync_dir(os.path.dirname(os.path.abspath(folder)))  # the new folder's entry
         self._pattern = re.compile(re.escape(base) + STEP_SUFFIX)
-        state = _read_state(folder) or {}
+        state = read_state(folder) or {}
         named = [n for n in state.get("kept", []) if isinstance(n, str)]
         self._preserved = [n for n in state.get("preserved", [])
                            if isinstance(n, str) and self._pattern.fullmatch(n)]
@@ -698,9 +207,9 @@ class Saver:
             self._last_preserved = float(state["last_preserved_time"])
         except (KeyError, TypeError, ValueError):
             self._last_preserved = time.time()
-        own = {n for n in named + _names_on_disk(folder) if self._pattern.fullmatch(n)}
+        own = {n for n in named + names_on_disk(folder) if self._pattern.fullmatch(n)}
         own -= set(self._preserved)
-        self._kept = sorted(own, key=lambda n: (_wall_time(os.path.join(folder, n)), n))
+        self._kept = sorted(own, key=lambda n: (wall_time(os.path.join(folder, n)), n))
         self._folder = folder
 
     def _apply_retention(self) -> list[str]:
@@ -708,7 +217,7 @@ class Saver:
         dropped = []
         while self.max_to_keep is not None and len(self._kept) > self.max_to_keep:
             old = self._kept.pop(0)
-            saved_at = _wall_time(os.path.join(self._folder, old))
+            saved_at = wall_time(os.path.join(self._folder, old))
             if self.keep_every_n_hours is not None and \
                     saved_at >= self._last_preserved + self.keep_every_n_hours * 3600:
                 self._preserved.append(old)
@@ -719,7 +228,7 @@ class Saver:
 
     def _state(self) -> dict:
         """The state file's new content: this prefix's entries after other prefixes'."""
-        current = _read_state(self._folder) or {}
+        current = read_state(self._folder) or {}
 
         def others(key):
             return [n for n in current.get(key, []) if isinstance(n, str)
@@ -734,7 +243,7 @@ class Saver:
         if name in named:
             return  # never remove a checkpoint the state file names
         # Manifest first: a checkpoint without its manifest is never taken for a valid one.
-        for file in reversed(_files(os.path.join(self._folder, name))):
+        for file in reversed(checkpoint_files(os.path.join(self._folder, name))):
             try:
                 os.unlink(file)
             except FileNotFoundError:
@@ -745,15 +254,16 @@ class Saver:
                 ) -> int | None:
         """Load checkpoint ``path`` into ``sess``: every variable in place, and the random
         state. Returns the checkpoint's ``global_step`` (the next step to run), or None if it
-        was saved without one; :func:`verify_checkpoint` gives the whole manifest.
+        was saved without one; :func:`engine.checkpoint.verify_checkpoint` gives the whole
+        manifest.
 
         The sha256 is verified first. If the session already knows its variables (the graph
         was run or attached) they must match the checkpoint exactly: one error lists every
         missing, unexpected, mis-shaped and mis-typed variable. Otherwise every array is
         loaded and the session checks later graphs against it (``sess.restored_from``).
 
-        ``sha256``: the data's digest as verified earlier by the caller (who knows the file
-        has not changed since): then the data is read but not hashed again.
+        ``sha256``: the data's digest as the caller verified it earlier (knowing the file
+        has not changed since): the data is then read but not hashed again.
         """
         if path is None:
             raise CheckpointError("Saver.restore: no checkpoint path (latest_checkpoint found "
@@ -768,8 +278,8 @@ class Saver:
                              + "\n  ".join(problems))
         rng_state = None
         if manifest.get("rng") is not None:
-            rng_state = _decode_state(manifest["rng"], sess.rng.bit_generator.state)
-        differences = _environment_differences(manifest.get("environment"))
+            rng_state = decode_rng_state(manifest["rng"], sess.rng.bit_generator.state)
+        differences = environment_differences(manifest.get("environment"))
         if differences:
             warnings.warn(f"checkpoint {path} was saved under a different numpy/BLAS setup; "
                           "results may differ in the last bits: " + "; ".join(differences),

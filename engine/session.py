@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.graph import (GraphError, Node, Placeholder, Variable, format_shape, resolve_names,
-                          topological_order)
+from engine.graph import (GraphError, Node, Placeholder, Variable, format_shape, ordered_names,
+                          resolve_names)
 from engine.plan import (Plan, aligned_empty, flatten_fetches, rebuild, side_by_side,
                          update_groups)
 
@@ -69,7 +69,9 @@ class Session:
                     what = (key.describe() if isinstance(key, Node)
                             else f"{type(key).__name__} {key!r}")
                     raise GraphError(f"can only feed placeholders, not {what}")
-            plan = self._plans[nodes, fed, training] = Plan(self, nodes, fed, training)
+            plan = self._plans[nodes, fed, training] = Plan(
+                nodes, fed, training, rng=self.rng, float_dtype=self.float_dtype,
+                bind=self._bind)
         return rebuild(structure, plan.run(feed))
 
     def attach(self, *nodes: Node) -> dict[str, Variable]:
@@ -78,8 +80,7 @@ class Session:
         ``run`` does this by itself; call it before restoring a checkpoint so that the
         restore can be checked against the whole graph. Returns the graph's variables by name.
         """
-        order = topological_order(list(nodes))
-        names = resolve_names(order)
+        order, names = ordered_names(list(nodes))
         found = {names[n]: n for n in order if isinstance(n, Variable)}
         self._bind(found, [[names[v] for v in group] for group in update_groups(order)])
         return found
@@ -158,9 +159,18 @@ class Session:
         self._nodes.setdefault(name, node)
         return value
 
-    def variables(self) -> dict[str, np.ndarray]:
-        """Copies of every variable's value by name, optimizer slots included, sorted."""
-        return {name: self._values[name].copy() for name in sorted(self._values)}
+    def variables(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Every variable's value by name, optimizer slots included, sorted by name; each
+        array has its variable's shape.
+
+        Copies by default. ``copy=False`` gives the session's own arrays, which compiled
+        plans read and update in place: for reading without the cost of a copy (saving a
+        checkpoint) or for changing a value in place (a gradient check's perturbation);
+        never replace or resize them (``assign`` sets a whole value).
+        """
+        if copy:
+            return {name: self._values[name].copy() for name in sorted(self._values)}
+        return {name: self._values[name] for name in sorted(self._values)}
 
     def variable_nodes(self) -> dict[str, Variable]:
         """The variable nodes this session has seen, by name."""

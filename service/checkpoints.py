@@ -21,7 +21,7 @@ from service.messages import CheckpointRef
 def saved_ref(path: str | os.PathLike, sweep_dir: str | os.PathLike) -> CheckpointRef:
     """The ref of a checkpoint this process just wrote (its manifest holds the digest of the
     bytes written; its data file's stat is taken now)."""
-    from engine.saver import read_manifest
+    from engine.checkpoint import read_manifest
 
     path = os.fspath(path)
     manifest = read_manifest(path)
@@ -48,7 +48,7 @@ def restore_point(sweep_dir: str | os.PathLike, folder: Path, known: CheckpointR
     still the latest and unchanged on storage, it is taken without reading its data. Else the
     latest checkpoint is verified in full; a damaged one is skipped with a warning, or with
     a call of ``note`` with the warning's message when given."""
-    from engine.saver import CheckpointWarning, checkpoint_candidates, latest_checkpoint
+    from engine.checkpoint import CheckpointWarning, checkpoint_candidates, latest_checkpoint
 
     candidates = checkpoint_candidates(folder) if folder.is_dir() else []
     if not candidates:
@@ -74,14 +74,15 @@ def load_restore_point(sess, sweep_dir: str | os.PathLike, ref: CheckpointRef,
     """Load ``ref`` into ``sess`` and return the ref loaded: ``ref`` itself, read without
     hashing when its data file is unchanged; verified while it loads otherwise; and when it
     turns out damaged, the latest checkpoint that verifies (warned), or None."""
-    from engine.saver import CheckpointError, Saver
+    from engine.checkpoint import CheckpointError
+    from engine.saver import Saver
 
     path = os.path.join(sweep_dir, ref.path)
     try:
         Saver().restore(sess, path, sha256=ref.sha256 if unchanged(ref, sweep_dir) else None)
         return ref
     except CheckpointError as err:
-        from engine.saver import CheckpointWarning
+        from engine.checkpoint import CheckpointWarning
         warnings.warn(f"skipping checkpoint {path}: {err}", CheckpointWarning, stacklevel=2)
     fallback = restore_point(sweep_dir, folder, None)
     if fallback is None:

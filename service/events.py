@@ -77,7 +77,8 @@ from tensorboardX.proto import (api_pb2, attr_value_pb2, event_pb2, graph_pb2, n
 from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import make_histogram
 
-from service.storage import atomic_write_bytes, fsync_dir, write_all
+from engine.atomic import fsync_dir
+from service.storage import atomic_write_bytes, write_all
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
 EXPERIMENT_FILE = EVENT_FILE_PREFIX + "0000000000.experiment"

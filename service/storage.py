@@ -15,13 +15,12 @@ import json
 import os
 import socket
 import time
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.saver import fsync_dir
+from engine.atomic import atomic_write_bytes as _atomic_write_bytes
 from service.messages import CheckpointRef, Outcome, TrialState
 from service.names import MAX_FOLDER_BYTES, check_folder_name
 
@@ -40,26 +39,11 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one:
-    a temporary file in the same folder, flushed and fsynced, renamed, the folder fsynced."""
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one
+    (:func:`engine.atomic.atomic_write_bytes`: temporary file, fsync, rename, folder fsync)."""
     path = Path(path)
-    stem = path.name.replace("tfevents", "tfev")  # TensorBoard reads any file named *tfevents*
-    tmp = path.with_name(f".{stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
+    # TensorBoard reads any file whose name contains "tfevents": not the temporary one
+    _atomic_write_bytes(path, data, stem=path.name.replace("tfevents", "tfev"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

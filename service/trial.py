@@ -125,10 +125,12 @@ def write_fence(paths: TrialPaths, attempt_id: str) -> None:
     fence only has to hold among processes that are alive, and a driver writes a new one
     before every attempt it starts, so what a power cut makes of it never matters.
     """
+    from engine.atomic import TempFile
+
     paths.dir.mkdir(parents=True, exist_ok=True)
-    tmp = paths.attempt_file.with_name(f".attempt.tmp-{os.getpid()}-{attempt_id}")
-    tmp.write_bytes(attempt_id.encode() + b"\n")
-    os.replace(tmp, paths.attempt_file)
+    temp = TempFile(paths.attempt_file)
+    temp.file.write(attempt_id.encode() + b"\n")
+    temp.publish()
 
 
 # ----------------------------------------------------------------- metrics

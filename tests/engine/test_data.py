@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import engine as en
-from engine.data import Batcher, batches
+from engine.data import Batcher
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
@@ -53,15 +53,6 @@ def test_keeping_the_last_partial_batch():
 def test_without_shuffling_batches_are_in_order():
     b = Batcher(6, 2, shuffle=False)
     assert [b.indices(s).tolist() for s in range(4)] == [[0, 1], [2, 3], [4, 5], [0, 1]]
-
-
-def test_batches_generator_matches_the_batcher():
-    b = Batcher(30, 7, seed=2)
-    for epoch in range(3):
-        got = list(batches(30, 7, seed=2, epoch=epoch))
-        assert len(got) == 4
-        for i, idx in enumerate(got):
-            np.testing.assert_array_equal(idx, b.indices(epoch * 4 + i))
 
 
 def test_training_resumed_mid_epoch_sees_the_same_batches():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import engine as en
-from engine.graph import resolve_names
+from engine.graph import ordered_names
 
 
 def build_model():
@@ -19,7 +19,7 @@ def build_model():
 
 
 def graph_names(node):
-    return [name for name in resolve_names(en.topological_order([node])).values()]
+    return [name for name in ordered_names([node])[1].values()]
 
 
 FEED_X = np.random.default_rng(0).standard_normal((6, 3))
@@ -83,7 +83,7 @@ def test_a_fresh_session_restores_by_variable_node_too():
 def test_unnamed_ops_are_numbered_in_topological_order():
     a = en.placeholder((2,), name="a")
     out = en.exp(a + 1.0) + en.exp(a)
-    names = resolve_names(en.topological_order([out]))
+    _, names = ordered_names([out])
     assert names[out] == "Add_1" and names[out.inputs[0]] == "Exp"
     assert names[out.inputs[0].inputs[0]] == "Add" and names[out.inputs[1]] == "Exp_1"
 
@@ -91,7 +91,7 @@ def test_unnamed_ops_are_numbered_in_topological_order():
 def test_given_names_are_kept_and_ops_avoid_them():
     a = en.placeholder((2,), name="Add")
     out = en.add(a, a)
-    assert resolve_names(en.topological_order([out]))[out] == "Add_1"
+    assert ordered_names([out])[1][out] == "Add_1"
 
 
 def test_unnamed_variables_get_distinct_names_and_train():

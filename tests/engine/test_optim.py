@@ -94,12 +94,12 @@ def test_update_is_in_place_and_fetches_show_the_values_used():
     train = en.optim.SGD(lr=0.25).minimize(loss)
     sess = en.Session(dtype=np.float64)
     before = sess.run(w)
-    storage = sess._values["w"]
+    storage = sess.variables(copy=False)["w"]
     out, value, fetched_w = sess.run([train, loss, w])
     assert out is None
     assert value == 5.0 and np.array_equal(fetched_w, before)  # before the update
     np.testing.assert_array_equal(sess.run(w), [0.5, 1.0])
-    assert sess._values["w"] is storage  # updated in place, never replaced
+    assert sess.variables(copy=False)["w"] is storage  # updated in place, never replaced
 
 
 def test_minimize_updates_only_var_list():

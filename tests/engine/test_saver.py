@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 
 import engine as en
-from engine import saver as saver_module
-from engine.saver import (CheckpointWarning, list_checkpoints, read_checkpoint, read_manifest,
-                          verify_checkpoint)
+from engine.checkpoint import CheckpointWarning, read_checkpoint, read_manifest, verify_checkpoint
+from engine.checkpoint.files import _seal
 from tests.engine.checkpoint_worker import SEED, build, run_steps
 
 WORKER = Path(__file__).with_name("checkpoint_worker.py")
@@ -45,6 +44,15 @@ def run_worker(*args, expect=(0,)) -> None:
 def load(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def on_disk(folder: Path) -> list[str]:
+    """The complete checkpoints in ``folder`` (paths without extension), oldest first by
+    the time their manifests say they were saved."""
+    names = [e[:-5] for e in os.listdir(folder) if e.endswith(".json") and
+             not e.startswith(".") and (folder / (e[:-5] + ".npz")).exists()]
+    paths = [str(folder / name) for name in names]
+    return sorted(paths, key=lambda p: (read_manifest(p)["wall_time"], p))
 
 
 def differing(a: dict, b: dict) -> list[str]:
@@ -210,7 +218,7 @@ def test_damaged_state_file_falls_back_to_the_folder(tmp_path):
     (tmp_path / "checkpoint").write_text('{"latest": "ckpt-2", "kept": [')
     with pytest.warns(CheckpointWarning, match="state file"):
         assert en.latest_checkpoint(tmp_path) == second
-    assert list_checkpoints(tmp_path) == [first, second]
+    assert on_disk(tmp_path) == [first, second]
 
 
 # -- no code runs from a checkpoint
@@ -232,7 +240,7 @@ def forge(path: str, data: bytes, variables: list[dict]) -> None:
     Path(path + ".npz").write_bytes(data)
     manifest = json.loads(Path(path + ".json").read_text())
     manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), variables=variables)
-    Path(path + ".json").write_text(json.dumps(saver_module._seal(manifest)))
+    Path(path + ".json").write_text(json.dumps(_seal(manifest)))
 
 
 @pytest.mark.parametrize("container", ["npz", "raw-pickle"])
@@ -275,12 +283,12 @@ def test_retention_continues_across_two_processes(tmp_path):
         f"{n}{ext}" for n in kept for ext in (".json", ".npz"))
     state = json.loads((tmp_path / "checkpoint").read_text())
     assert state["kept"] == kept and state["latest"] == "ckpt-8"
-    assert list_checkpoints(tmp_path) == [str(tmp_path / n) for n in kept]
+    assert on_disk(tmp_path) == [str(tmp_path / n) for n in kept]
 
 
 def test_keep_every_n_hours_survives_a_new_saver(tmp_path, monkeypatch):
     clock = [1_000_000.0]
-    monkeypatch.setattr(saver_module.time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "time", lambda: clock[0])
     sess, _ = trained_session(steps=1)
     saver = en.Saver(max_to_keep=2, keep_every_n_hours=1)
     for step in range(10):
@@ -291,7 +299,7 @@ def test_keep_every_n_hours_survives_a_new_saver(tmp_path, monkeypatch):
     assert state["preserved"] == ["ckpt-3", "ckpt-6"]
     clock[0] += 1500
     en.Saver(max_to_keep=2, keep_every_n_hours=1).save(sess, tmp_path / "ckpt", global_step=10)
-    assert [os.path.basename(p) for p in list_checkpoints(tmp_path)] == [
+    assert [os.path.basename(p) for p in on_disk(tmp_path)] == [
         "ckpt-3", "ckpt-6", "ckpt-9", "ckpt-10"]
 
 
@@ -304,7 +312,7 @@ def test_resaving_a_kept_step_and_other_prefixes(tmp_path):
     saver.save(sess, tmp_path / "ckpt", global_step=2)  # e.g. a resume from an earlier step
     state = json.loads((tmp_path / "checkpoint").read_text())
     assert state["latest"] == "ckpt-2" and state["kept"] == ["best", "ckpt-3", "ckpt-2"]
-    assert sorted(os.path.basename(p) for p in list_checkpoints(tmp_path)) == [
+    assert sorted(os.path.basename(p) for p in on_disk(tmp_path)) == [
         "best", "ckpt-2", "ckpt-3"]
     verify_checkpoint(best)
     assert saver.last_checkpoints == [str(tmp_path / "ckpt-3"), str(tmp_path / "ckpt-2")]
@@ -446,7 +454,7 @@ def test_restoring_under_another_build_warns(tmp_path):
     manifest = json.loads(Path(path + ".json").read_text())
     manifest["environment"]["numpy"] = "1.0.0"
     manifest["environment"]["settings"]["OMP_NUM_THREADS"] = "7"
-    Path(path + ".json").write_text(json.dumps(saver_module._seal(manifest)))
+    Path(path + ".json").write_text(json.dumps(_seal(manifest)))
     expected = r"last bits.*numpy: saved '1.0.0'.*OMP_NUM_THREADS: saved '7', now"
     with pytest.warns(CheckpointWarning, match=expected):
         en.Saver().restore(en.Session(), path)

@@ -12,7 +12,7 @@ TOLERANCE = 0.05
 
 # Ray's workers run with OMP_NUM_THREADS=1, this process without: the saver says so, rightly,
 # but a linear model's weights do not care about the last bits.
-@pytest.mark.filterwarnings("ignore::engine.saver.CheckpointWarning")
+@pytest.mark.filterwarnings("ignore::engine.checkpoint.CheckpointWarning")
 def test_best_trial_finds_the_true_weights(quick_sweep):
     result = finished(quick_sweep("linear_regression"))
     true_weights = load_experiment("linear_regression").TRUE_WEIGHTS

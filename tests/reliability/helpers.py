@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.saver import read_checkpoint
+from engine.checkpoint import read_checkpoint
 from service.driver import run_sweep
 from service.sweep import load_sweep_file
 from service.storage import SweepState

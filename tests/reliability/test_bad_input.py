@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import engine as en
-from engine.saver import _seal
+from engine.checkpoint.files import _seal
 from service import load
 from tests.reliability.helpers import listing
 
@@ -259,7 +259,7 @@ def model(hidden: int):
 
 # The control restores, in this process, a checkpoint a Ray worker wrote (other thread
 # settings): the Saver says so, rightly.
-@pytest.mark.filterwarnings("ignore::engine.saver.CheckpointWarning")
+@pytest.mark.filterwarnings("ignore::engine.checkpoint.CheckpointWarning")
 def test_restoring_the_best_trial_into_another_architecture_names_the_variables(
         tmp_path, reference_run):
     folder = finished_copy(tmp_path, reference_run)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.saver import verify_checkpoint
+from engine.checkpoint import verify_checkpoint
 from service.events import event_files, read_records
 from tests.reliability.helpers import (Control, DriverThread, calls, copy_sweep, each_step_once,
                                        outcome, running_pid, trial_ids, wait_for)
@@ -67,7 +67,7 @@ def test_a_worker_killed_past_a_checkpoint_resumes_on_a_fresh_worker(local_ray, 
     assert_matches_reference(result, reference)
 
 
-@pytest.mark.filterwarnings("ignore::engine.saver.CheckpointWarning")
+@pytest.mark.filterwarnings("ignore::engine.checkpoint.CheckpointWarning")
 def test_a_damaged_checkpoint_is_named_skipped_and_the_trial_ends_right(local_ray, reference,
                                                                        tmp_path, capsys):
     path = copy_sweep(tmp_path)
@@ -99,7 +99,7 @@ def test_a_damaged_checkpoint_is_named_skipped_and_the_trial_ends_right(local_ra
     assert_matches_reference(result, reference)
 
 
-@pytest.mark.filterwarnings("ignore::engine.saver.CheckpointWarning")
+@pytest.mark.filterwarnings("ignore::engine.checkpoint.CheckpointWarning")
 def test_a_worker_dying_while_checkpointing_leaves_the_previous_checkpoint(local_ray, reference,
                                                                           tmp_path):
     path = copy_sweep(tmp_path)

@@ -152,7 +152,7 @@ def resume_without_rewrite(sweep_path: Path, sweep_dir: Path, trial_id: str, mon
 
 # The control restores in this process, from checkpoints written by Ray workers (other
 # thread settings) and past the newest one it deleted: the Saver says so, rightly.
-@pytest.mark.filterwarnings("ignore::engine.saver.CheckpointWarning")
+@pytest.mark.filterwarnings("ignore::engine.checkpoint.CheckpointWarning")
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(sweep_file, tmp_path,
                                                                   monkeypatch):
     path = sweep_file("slow")

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2
 
 import engine as en
-from engine import saver
+from engine.checkpoint import files as checkpoint_files
 from service.trial import (INTERRUPT, StaleAttempt, Trial, TrialStopped, TrialTask, run_attempt,
                            write_fence)
 from tests.service.helpers import with_restore_point
@@ -131,8 +131,8 @@ def test_a_resumed_attempt_reads_its_checkpoint_data_twice(tmp_path, monkeypatch
     calls = []
     run_attempt(task, make_train(fail_at=12, calls=calls))
     reads = []
-    real_read = saver._read_bytes
-    monkeypatch.setattr(saver, "_read_bytes",
+    real_read = checkpoint_files._read_bytes
+    monkeypatch.setattr(checkpoint_files, "_read_bytes",
                         lambda file, what: (reads.append(os.path.basename(file)),
                                             real_read(file, what))[1])
     write_fence(task.paths, "a2")
