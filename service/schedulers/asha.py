@@ -66,7 +66,8 @@ def rungs(grace_period: int, max_t: int, reduction_factor: float, bracket: int) 
         rung = grace_period * reduction_factor ** k
         if rung > max_t * (1 + 1e-9):
             return found
-        found.append(float(min(rung, max_t)))
+        rung = min(rung, max_t)
+        found.append(int(rung) if float(rung).is_integer() else float(rung))
         k += 1
 
 

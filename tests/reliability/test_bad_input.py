@@ -142,8 +142,24 @@ CASES = [
          sweep_file(HEADER + good().replace("'s'", "'a\\x00b'"))),
     Case("name-too-long", ["launch", "bad.py"], "name: name 'xxxxxxxxxxxxxxxxxxxx'... is 300 "
          "bytes long", sweep_file(HEADER + good().replace("'s'", "'x' * 300"))),
+    Case("scheduler-unknown-type", ["launch", "bad.py"], "scheduler: Input tag 'hyperband' "
+         "found using 'type' does not match", with_options("scheduler={'type': 'hyperband'}")),
+    Case("asha-reduction-factor-one", ["launch", "bad.py"], "scheduler.reduction_factor: Input "
+         "should be greater than 1", with_options("scheduler={'type': 'asha', 'grace_period': 1, "
+                                                 "'max_t': 9, 'reduction_factor': 1}")),
+    Case("asha-max-t-below-grace", ["launch", "bad.py"], "scheduler: max_t (5) must be at least "
+         "grace_period (10)", with_options("scheduler={'type': 'asha', 'grace_period': 10, "
+                                           "'max_t': 5}")),
+    Case("asha-unknown-key", ["launch", "bad.py"], "scheduler.eta: unknown option",
+         with_options("scheduler={'type': 'asha', 'grace_period': 1, 'max_t': 9, 'eta': 3}")),
+    Case("median-min-samples-zero", ["launch", "bad.py"], "scheduler.min_samples: Input should "
+         "be greater than 0", with_options("scheduler={'type': 'median_stopping', "
+                                           "'grace_period': 5, 'min_samples': 0}")),
     # -- bad command lines
     Case("unknown-command", ["frobnicate"], "invalid choice: 'frobnicate'"),
+    Case("set-scheduler-grace-zero", ["launch", "bad.py", "--set", "scheduler.grace_period=0"],
+         "scheduler.grace_period: Input should be greater than 0",
+         with_options("scheduler={'type': 'asha', 'grace_period': 1, 'max_t': 9}")),
     Case("no-sweep-file", ["launch", "missing.py"], "sweep file 'missing.py' does not exist"),
     Case("max-concurrent-zero", ["launch", "good.py", "--max-concurrent", "0"],
          "--max-concurrent: expected a positive integer, got '0'"),

@@ -15,6 +15,7 @@ from tensorboard.plugins.hparams import api_pb2
 
 from service import events
 from service.events import RunWriter, truncate_run, write_experiment
+from tests.service.helpers import atomic_files_full_after
 from tests.service.tb_helpers import (TensorBoardServer, event_files, hparam_values, hparams_data,
                                       load_run, raw_events, scalar_points, struct_value,
                                       written_points)
@@ -254,7 +255,7 @@ def test_enospc_on_open_leaves_no_event_file(tmp_path, monkeypatch):
 
 
 def test_enospc_in_write_experiment_leaves_no_partial_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(os, "write", fail_after(20))
+    atomic_files_full_after(monkeypatch, 20)
     with pytest.raises(OSError, match="No space"):
         write_experiment(tmp_path, {"lr": [0.1, 1.0]}, ["loss"])
     assert list(tmp_path.iterdir()) == []
@@ -265,7 +266,7 @@ def test_enospc_during_a_resume_rewrite_keeps_the_old_file(tmp_path, monkeypatch
         for step in range(10):
             writer.scalars(step, {"loss": step})
     before = {p: p.read_bytes() for p in tmp_path.iterdir()}
-    monkeypatch.setattr(os, "write", fail_after(30))
+    atomic_files_full_after(monkeypatch, 30)
     with pytest.raises(OSError, match="No space"):
         RunWriter(tmp_path, resume_step=5)
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before

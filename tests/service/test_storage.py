@@ -14,6 +14,7 @@ import pytest
 from service.messages import Outcome, TrialState
 from service.storage import (Attempt, LockHeld, StorageError, SweepLock, SweepState,
                              TrialRecord, atomic_write_json, check_storage, read_json)
+from tests.service.helpers import atomic_files_full_after
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path, monkeypatch):
@@ -53,10 +54,8 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "state.json"
     atomic_write_json(path, {"a": 1})
 
-    def full(fd, data):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "write", full)
-    with pytest.raises(OSError):
+    atomic_files_full_after(monkeypatch, 0)
+    with pytest.raises(OSError, match="No space"):
         atomic_write_json(path, {"a": 2})
     monkeypatch.undo()
     assert read_json(path, "state") == {"a": 1}
