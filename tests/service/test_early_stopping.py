@@ -82,3 +82,25 @@ def test_scheduler_options_change_from_the_command_line(sweep_file, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "scheduler.reduction_factor" in done.stderr, done.stderr
     assert not (tmp_path / "logs").exists()                    # nothing written
+
+
+def test_median_stopping_in_a_real_sweep(local_ray, sweep_file, tmp_path):
+    from service import median_stopping
+
+    sweep = load_sweep_file(sweep_file("ranked")).replace(
+        scheduler=median_stopping(grace_period=5, min_samples=2))
+    result = run_sweep(sweep, storage=str(tmp_path / "logs"), out=io.StringIO())
+    assert result.exit_status == 0
+    by_quality = {t.config["quality"]: t for t in result.trials}
+    # one at a time: trials 0 and 1 have fewer than two others to compare with; trial 2
+    # (0.1) beats the median of 0.5 and 0.9; trial 3 (0.7) is worse than the median (0.5) of
+    # 0.5, 0.9 and 0.1 from step 5 on
+    for quality in (0.5, 0.9, 0.1):
+        assert by_quality[quality].state == TrialState.TERMINATED, quality
+    stopped = by_quality[0.7]
+    assert stopped.state == TrialState.STOPPED
+    assert stopped.reason.startswith("median stopping: step 5: best loss 0.7 worse than the "
+                                     "median 0.5 of 3 other trials' running means")
+    assert 5 <= stopped.last_step < 99          # delivered with a poll: a few steps later
+    saved = json.loads((result.root / "scheduler.json").read_text())
+    assert saved["stopped"][stopped.id] == stopped.reason
