@@ -94,7 +94,6 @@ class AsyncHyperBand(Scheduler):
                          for s in range(spec.brackets)]
         # bracket -> rung index -> {trial id: [value (higher is better), stop reason or None]}
         self.records: list[list[dict[str, list]]] = [[{} for _ in b] for b in self.brackets]
-        self._dirty = False
 
     # -- the rule
 
@@ -140,18 +139,13 @@ class AsyncHyperBand(Scheduler):
                           f"1/{self.spec.reduction_factor:g} (cut-off "
                           f"{-self.objective.sign * cutoff:.6g})")
             recorded[trial_id] = [score, reason]
-            self._dirty = True
+            self.changed()
             return CONTINUE if reason is None else Stop(reason)
         return CONTINUE
 
     # -- persistence
 
-    @property
-    def dirty(self) -> bool:
-        return self._dirty
-
-    def state_dict(self) -> dict:
-        self._dirty = False
+    def state(self) -> dict:
         return {"type": self.name, "brackets": [
             [{"step": rung, "records": self.records[b][i]} for i, rung in enumerate(bracket)]
             for b, bracket in enumerate(self.brackets)]}

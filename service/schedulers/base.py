@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
 
+from service.plugin_state import PluginState
+
 
 @dataclass(frozen=True)
 class Continue:
@@ -55,7 +57,7 @@ class SyncSteps:
         return bool(self.steps) or self.every is not None
 
 
-class Scheduler:
+class Scheduler(PluginState):
     """The interface, and the default rule: every trial runs to its end (FIFO).
 
     ``objective`` (set by :meth:`setup`) gives the sweep's metric and mode.
@@ -86,17 +88,5 @@ class Scheduler:
 
     def on_complete(self, trial_id: str, state: Any) -> None:
         """``trial_id`` reached a final state (TERMINATED, STOPPED, ERROR)."""
-
-    @property
-    def dirty(self) -> bool:
-        """True when the state changed since :meth:`state_dict` was last called."""
-        return False
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue after a driver restart (JSON data)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from what :meth:`state_dict` returned in an earlier driver."""
 
 

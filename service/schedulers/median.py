@@ -68,7 +68,6 @@ class MedianStopping(Scheduler):
         self.series: dict[str, _Series] = {}
         self.best: dict[str, float] = {}          # lower is better (sign applied)
         self.stopped: dict[str, str] = {}         # trial id -> the reason it was stopped
-        self._dirty = False
 
     def setup(self, objective, trial_ids, history=None) -> None:
         super().setup(objective, trial_ids, history)
@@ -105,15 +104,10 @@ class MedianStopping(Scheduler):
                   f" worse than the median {median:.6g} of {len(means)} other trials' running "
                   "means")
         self.stopped[trial_id] = reason
-        self._dirty = True
+        self.changed()
         return Stop(reason)
 
-    @property
-    def dirty(self) -> bool:
-        return self._dirty
-
-    def state_dict(self) -> dict:
-        self._dirty = False
+    def state(self) -> dict:
         return {"type": self.name, "stopped": dict(self.stopped)}
 
     def load_state_dict(self, state: dict) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.plugin_state import PluginState
+
 
 class _Finished:
     def __repr__(self) -> str:
@@ -23,7 +25,7 @@ class _Finished:
 FINISHED = _Finished()
 
 
-class Searcher:
+class Searcher(PluginState):
     """The interface. ``setup`` is called once per driver start with the sweep's spec, after
     :meth:`load_state_dict` on a resume."""
 
@@ -44,16 +46,6 @@ class Searcher:
 
     def on_complete(self, trial_id: str, state: Any, metrics: dict) -> None:
         """``trial_id`` reached a final state with these last metrics."""
-
-    @property
-    def dirty(self) -> bool:
-        return False
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 class BasicSearcher(Searcher):

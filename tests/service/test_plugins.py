@@ -31,7 +31,6 @@ class StopOddTrials(Scheduler):
         super().setup(objective, trial_ids, history)
         self.index = {t: int(t.split("_")[0]) for t in trial_ids}
         self.decided = getattr(self, "decided", {})
-        self._dirty = False
 
     def sync_steps(self, trial_id):
         return SyncSteps(steps=(SYNC_STEP,)) if trial_id not in self.decided else SyncSteps()
@@ -42,20 +41,15 @@ class StopOddTrials(Scheduler):
         if sync:
             assert step == SYNC_STEP, step
             self.decided[trial_id] = "stop" if odd and seed0 else "continue"
-            self._dirty = True
+            self.changed()
             return Stop(f"stop-odd: step {step}") if odd and seed0 else CONTINUE
         if odd and not seed0 and step == ASYNC_STEP:
             self.decided[trial_id] = "stop"
-            self._dirty = True
+            self.changed()
             return Stop(f"stop-odd: step {step}, asynchronously")
         return CONTINUE
 
-    @property
-    def dirty(self):
-        return self._dirty
-
-    def state_dict(self):
-        self._dirty = False
+    def state(self):
         return {"decided": dict(self.decided)}
 
     def load_state_dict(self, state):
