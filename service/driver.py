@@ -30,7 +30,7 @@ from service.checkpoints import restore_point
 from service.messages import (AttemptResult, Baseline, CheckpointRef, CheckpointSaved, Notice,
                               Outcome, Report, TrialState)
 from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, SweepResult
-from service.schedulers import Decision, Scheduler, Stop, make_scheduler
+from service.schedulers import Decision, Scheduler, Stop, is_scheduler_stop, make_scheduler
 from service.search import FINISHED, Searcher, make_searcher
 from service.spec import (Choice, Grid, Objective, RandInt, SpecError, id_width,
                           spec_differences, sweep_record, trial_count, trial_id)
@@ -77,9 +77,11 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
                    None)
     lock = open_sweep_folder(sweep, paths, restart=restart, resume=resume, out=out)
     try:
-        searcher, scheduler = make_searcher(sweep.spec), make_scheduler(sweep.spec)
+        searcher = make_searcher(sweep.spec, sweep.sampler_instance)
+        scheduler = make_scheduler(sweep.spec)
         load_plugin_state(paths.searcher_json, searcher)
-        searcher.setup(sweep.spec)
+        known = SweepState.load(paths.state_json).trials if paths.state_json.exists() else []
+        searcher.setup(sweep.spec, paths.root, known)
         state, retry_base = reconcile(sweep, paths, searcher, retry_errored=retry_errored)
         load_plugin_state(paths.scheduler_json, scheduler)
         scheduler.setup(sweep.objective, [t.id for t in state.trials],
@@ -701,7 +703,8 @@ class Controller:
         """Tell the searcher and the scheduler that ``record`` reached a final state."""
         self.scheduler.on_complete(record.id, record.state)
         self.persist(self.scheduler, self.paths.scheduler_json)
-        self.searcher.on_complete(record.id, record.state, record.last_metrics)
+        self.searcher.on_complete(record.id, record.state, record.last_metrics,
+                                  pruned=is_scheduler_stop(record.reason))
         self.persist(self.searcher, self.paths.searcher_json)
 
     def failed(self, run: Running, result: AttemptResult) -> None:

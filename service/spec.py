@@ -21,8 +21,6 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       ValidationError, field_validator, model_validator)
 
 from service.names import check_folder_name
-from service.schedulers.asha import AshaSpec
-from service.schedulers.median import MedianSpec
 
 SPEC_FORMAT = 1
 MAX_TRIALS = 100_000        # every trial is a row of state.json and a folder on storage
@@ -160,9 +158,60 @@ def _as_list(values):
 
 # ----------------------------------------------------------------- the spec
 
+# ----------------------------------------------------------------- plug-in options
+
+class AshaSpec(BaseModel):
+    """``asha(grace_period=..., max_t=..., reduction_factor=4, brackets=1)`` in a spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    type: Literal["asha"] = "asha"
+    grace_period: PositiveInt
+    max_t: PositiveInt
+    reduction_factor: float = Field(4.0, gt=1)
+    brackets: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_t < self.grace_period:
+            raise ValueError(f"max_t ({self.max_t}) must be at least grace_period "
+                             f"({self.grace_period})")
+        return self
+
+
+class MedianSpec(BaseModel):
+    """``median_stopping(grace_period=..., min_samples=3)`` in a spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    type: Literal["median_stopping"] = "median_stopping"
+    grace_period: PositiveInt
+    min_samples: PositiveInt = 3
+
+
+OPTUNA_SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsgaii", "qmc")
+
+
+class OptunaSpec(BaseModel):
+    """``optuna_search(sampler="tpe", seed=0)`` in a spec; ``sampler`` is one of
+    :data:`OPTUNA_SAMPLERS`, or the class name of a sampler instance given to
+    ``optuna_search`` (which the sweep then carries)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["optuna"] = "optuna"
+    sampler: str = "tpe"
+    seed: NonNegativeInt | None = 0
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, sampler):
+        if sampler not in OPTUNA_SAMPLERS and not sampler.endswith("Sampler"):
+            raise ValueError(f"unknown sampler {sampler!r}: one of "
+                             f"{', '.join(OPTUNA_SAMPLERS)}, or an Optuna sampler instance")
+        return sampler
+
+
 SchedulerSpec = Annotated[Union[AshaSpec, MedianSpec], Field(discriminator="type")]
 # The discriminator tags of the unions, left out of the field names in error messages.
-_TAGS = {*DOMAINS, "asha", "median_stopping"}
+_TAGS = {*DOMAINS, "asha", "median_stopping", "optuna"}
 
 class StopSpec(BaseModel):
     """When a trial ends before ``train`` returns: after ``max_steps`` steps (its budget:
@@ -197,6 +246,7 @@ class SweepSpec(BaseModel):
     storage: str = "logs"
     on_nan: Literal["stop", "keep"] = "stop"
     scheduler: SchedulerSpec | None = None
+    search: OptunaSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -311,8 +361,10 @@ def spec_hash(spec: SweepSpec) -> str:
 
 
 def trial_count(spec: SweepSpec) -> int:
-    """How many trials the spec expands to (counted, not expanded)."""
-    return spec.num_samples * spec.grid_points
+    """How many trials the spec runs (counted, not expanded): ``num_samples`` repeats of
+    the grids' product, or ``num_samples`` trials of a model-based search (where a grid is
+    one more categorical dimension)."""
+    return spec.num_samples if spec.search is not None else spec.num_samples * spec.grid_points
 
 
 def expand_trials(spec: SweepSpec) -> list[TrialSpec]:

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from service.spec import (Objective, SpecError, SweepSpec, TrialSpec, _Pending, expand_trials,
-                          spec_dict, spec_hash, trial_count, validate_spec, with_changes)
+from service.spec import (OPTUNA_SAMPLERS, Objective, SpecError, SweepSpec, TrialSpec, _Pending,
+                          expand_trials, spec_dict, spec_hash, trial_count, validate_spec,
+                          with_changes)
 
 
 class Sweep:
@@ -43,8 +44,15 @@ class Sweep:
                                 f"uniform(a, b), loguniform(a, b) or randint(a, b), got "
                                 f"{domain!r}")
             raw_space[key] = {"type": domain.type, **domain.args}
+        # an Optuna sampler instance stays with the sweep; the spec names its class
+        self.sampler_instance = getattr(options.get("search"), "sampler_instance", None)
         self.spec: SweepSpec = validate_spec(dict(name=name, space=raw_space, metric=metric,
                                                   mode=mode, **options))
+        search = self.spec.search
+        if search is not None and search.sampler not in OPTUNA_SAMPLERS and \
+                self.sampler_instance is None:
+            raise SpecError(f"search.sampler: {search.sampler!r} names a sampler instance: "
+                            "give it as optuna_search(sampler=...)")
         self.train = train
         self.source_file, self.train_name = _source_of(train)
 

@@ -11,12 +11,21 @@ controller imports only this package.
 
 from __future__ import annotations
 
-from service.schedulers.asha import AshaSpec, AsyncHyperBand, asha
+from service.schedulers.asha import AsyncHyperBand, asha
 from service.schedulers.base import CONTINUE, Continue, Decision, Scheduler, Stop, SyncSteps
-from service.schedulers.median import MedianSpec, MedianStopping, median_stopping
+from service.schedulers.median import MedianStopping, median_stopping
+from service.spec import AshaSpec, MedianSpec
 
 #: the spec models of the rules, by their ``type``
 SCHEDULER_SPECS = {"asha": AshaSpec, "median_stopping": MedianSpec}
+#: how the reasons of the rules' stops begin
+STOP_PREFIXES = ("asha:", "median stopping:")
+
+
+def is_scheduler_stop(reason: str | None) -> bool:
+    """True for the reason of a trial a scheduler stopped early (not a stop rule's, a time
+    budget's or a divergence's)."""
+    return reason is not None and reason.startswith(STOP_PREFIXES)
 
 
 def make_scheduler(spec) -> Scheduler:
@@ -34,4 +43,4 @@ def make_scheduler(spec) -> Scheduler:
 
 __all__ = ["CONTINUE", "SCHEDULER_SPECS", "AshaSpec", "AsyncHyperBand", "Continue", "Decision",
            "MedianSpec", "MedianStopping", "Scheduler", "Stop", "SyncSteps", "asha",
-           "make_scheduler", "median_stopping"]
+           "is_scheduler_stop", "make_scheduler", "median_stopping"]

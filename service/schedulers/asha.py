@@ -19,33 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
-
 from service.schedulers.base import CONTINUE, Decision, Scheduler, Stop, SyncSteps
+from service.spec import AshaSpec
 
 # The reason a trial that reaches max_t stops with: a step budget, so it ends TERMINATED.
 MAX_STEPS = "max-steps"
-
-
-class AshaSpec(BaseModel):
-    """``asha(grace_period=..., max_t=..., reduction_factor=4, brackets=1)`` in a spec."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    type: Literal["asha"] = "asha"
-    grace_period: PositiveInt
-    max_t: PositiveInt
-    reduction_factor: float = Field(4.0, gt=1)
-    brackets: PositiveInt = 1
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.max_t < self.grace_period:
-            raise ValueError(f"max_t ({self.max_t}) must be at least grace_period "
-                             f"({self.grace_period})")
-        return self
 
 
 def asha(grace_period: int, max_t: int, reduction_factor: float = 4.0,

@@ -14,21 +14,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, PositiveInt
-
 from service.schedulers.base import CONTINUE, Decision, Scheduler, Stop
-
-
-class MedianSpec(BaseModel):
-    """``median_stopping(grace_period=..., min_samples=3)`` in a spec."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    type: Literal["median_stopping"] = "median_stopping"
-    grace_period: PositiveInt
-    min_samples: PositiveInt = 3
+from service.spec import MedianSpec
 
 
 def median_stopping(grace_period: int, min_samples: int = 3) -> dict:

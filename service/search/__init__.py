@@ -1,74 +1,28 @@
-"""Searchers: what proposes the next trial's config.
+"""Searchers: what proposes the next trial's config (see :mod:`service.search.base` for
+the interface).
 
-The controller imports only this module. ``suggest`` is asked when a slot is free and no
-known trial waits; ``on_result`` and ``on_complete`` tell the searcher how trials do. A
-searcher's state is persisted with the sweep (``state_dict``) before a suggestion runs, so a
-resumed driver continues it instead of starting over.
-
-A searcher that knows every trial in advance (grid and random search) lists them in
-``planned()``: they are in the trial table from the start, as PENDING.
+One module per kind: :mod:`~service.search.base` holds today's grid and random search
+(:class:`BasicSearcher`, the default), :mod:`~service.search.optuna` Optuna's samplers
+through ask and tell (``optuna_search()``, the ``optuna`` extra; Optuna itself is imported
+only when such a sweep runs). The controller imports only this package.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.plugin_state import PluginState
+from service.search.base import FINISHED, BasicSearcher, Searcher
+from service.search.optuna import OptunaSearcher, optuna_search
+from service.spec import OptunaSpec
 
 
-class _Finished:
-    def __repr__(self) -> str:
-        return "FINISHED"
-
-
-#: ``suggest`` returns this when the searcher will propose no more trials
-FINISHED = _Finished()
-
-
-class Searcher(PluginState):
-    """The interface. ``setup`` is called once per driver start with the sweep's spec, after
-    :meth:`load_state_dict` on a resume."""
-
-    def setup(self, spec) -> None:
-        self.spec = spec
-
-    def planned(self) -> list | None:
-        """Every trial (``TrialSpec``) when they are known in advance, else None."""
-        return None
-
-    def suggest(self, index: int) -> dict | None | _Finished:
-        """The config of trial number ``index``; None when nothing can be proposed now (ask
-        again later), FINISHED when no more trials will come."""
-        return FINISHED
-
-    def on_result(self, trial_id: str, step: int, metrics: dict) -> None:
-        """A report of ``trial_id``."""
-
-    def on_complete(self, trial_id: str, state: Any, metrics: dict) -> None:
-        """``trial_id`` reached a final state with these last metrics."""
-
-
-class BasicSearcher(Searcher):
-    """Grid and random search: ``num_samples`` repeats of the grids' product, the random
-    values of trial ``i`` drawn from a generator seeded by ``(seed, i)``. Its trials are a
-    pure function of the spec, so it has no state to persist."""
-
-    def setup(self, spec) -> None:
-        from service.spec import expand_trials
-
-        super().setup(spec)
-        self._trials = expand_trials(spec)
-
-    def planned(self) -> list:
-        return self._trials
-
-    def suggest(self, index: int):
-        return self._trials[index].config if index < len(self._trials) else FINISHED
-
-
-def make_searcher(spec) -> Searcher:
-    """The searcher a sweep spec asks for (today: grid and random search)."""
+def make_searcher(spec, sampler_instance: Any = None) -> Searcher:
+    """The searcher a sweep spec asks for (``spec.search``): grid and random search by
+    default; ``sampler_instance`` is an Optuna sampler given to ``optuna_search``."""
+    if isinstance(spec.search, OptunaSpec):
+        return OptunaSearcher(spec.search, sampler_instance)
     return BasicSearcher()
 
 
-__all__ = ["FINISHED", "BasicSearcher", "Searcher", "make_searcher"]
+__all__ = ["FINISHED", "BasicSearcher", "OptunaSearcher", "OptunaSpec", "Searcher",
+           "make_searcher", "optuna_search"]
