@@ -87,6 +87,17 @@ def distributions(space: dict) -> dict:
     return found
 
 
+def suggest(trial, name: str, dist) -> Any:
+    """``trial``'s value of ``name`` (drawn by the study's sampler if it has none yet)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
 def index_of(trial_id: str) -> int:
     """A trial id's index (its number in the study)."""
     return int(trial_id.split("_", 1)[0])
@@ -136,17 +147,20 @@ class OptunaSearcher(Searcher):
         if index >= self.spec.num_samples:
             return FINISHED
         asked = self.study.get_trials(deepcopy=False)
-        if index < len(asked):        # asked before a driver died, not yet in the table
-            params = asked[index].params
+        self.study.sampler = self.sampler(index)
+        if index < len(asked):
+            # Asked before a driver died, not yet in the table; a driver killed in the middle
+            # of the ask left some parameters unset: they are drawn now, the others kept.
+            trial = self.optuna.Trial(self.study, asked[index]._trial_id)
+            for name, dist in self.dists.items():
+                suggest(trial, name, dist)
         else:
-            self.study.sampler = self.sampler(index)
             trial = self.study.ask(fixed_distributions=self.dists)
             if trial.number != index:
                 raise RuntimeError(f"study {self.study.study_name!r} has trial number "
                                    f"{trial.number} where the sweep expected {index}: was "
                                    f"{self.journal} written by another sweep?")
-            params = trial.params
-        return {name: params[name] for name in self.spec.space}
+        return {name: trial.params[name] for name in self.spec.space}
 
     def _frozen(self, trial_id: str):
         trials = self.study.get_trials(deepcopy=False)

@@ -179,6 +179,7 @@ def test_a_killed_driver_resumes_without_asking_twice(sweep_file, tmp_path):
                           env={**env, "GRADSWEEP_TEST_STEP_SECONDS": "0"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, 1), done.stderr          # 1: the fail=True trials
+    assert "Traceback" not in done.stderr, done.stderr
     state = SweepState.load(root / "state.json").by_id()
     study = study_of(root)
     assert [t.number for t in study.trials] == list(range(10)), \
@@ -237,3 +238,27 @@ def test_optuna_dashboard_reads_the_journal_over_http(local_ray, sweep_file, tmp
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_trial_asked_by_a_driver_killed_mid_ask_is_completed_not_asked_again(tmp_path):
+    """The journal holds trial 0 with one of its two parameters (the driver died between
+    them): the next driver keeps that value, draws the other, and asks no new trial."""
+    from optuna.distributions import FloatDistribution
+
+    sweep = Sweep(name="torn", train=train, metric="loss", num_samples=3,
+                  space={"a": uniform(0, 1), "b": loguniform(1e-3, 1.0)},
+                  search=optuna_search(seed=4))
+    folder = tmp_path / "torn"
+    folder.mkdir()
+    first = optuna_module.OptunaSearcher(sweep.spec.search)
+    first.setup(sweep.spec, folder, [])
+    torn = first.study.ask()
+    torn.suggest_float("a", 0, 1)                     # "b" never written
+    again = optuna_module.OptunaSearcher(sweep.spec.search)
+    again.setup(sweep.spec, folder, [])
+    config = again.suggest(0)
+    assert config["a"] == torn.params["a"] and 1e-3 <= config["b"] <= 1.0
+    study = study_of(folder)
+    assert len(study.trials) == 1 and study.trials[0].params == config
+    assert study.trials[0].distributions["b"] == FloatDistribution(1e-3, 1.0, log=True)
+    assert again.suggest(1) != config and len(study_of(folder).trials) == 2
