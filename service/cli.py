@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, load
+from service.cluster import ClusterError
+from service.results import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, load
 from service.spec import SpecError
 from service.sweep import load_sweep_file
 from service.storage import StorageError, check_storage, read_json
@@ -38,12 +39,7 @@ def _parse_set(items: list[str]) -> dict:
 
 def _run(sweep, **options) -> int:
     from service.driver import run_sweep
-    result = run_sweep(sweep, **options)
-    status, errored = result.exit_status, result.errored
-    if status == EXIT_ERRORS and errored:
-        names = ", ".join(t.id for t in errored)
-        print(f"gradsweep: {len(errored)} trial(s) ended in ERROR: {names}", file=sys.stderr)
-    return status
+    return run_sweep(sweep, **options).exit_status   # the trials in ERROR are named by it
 
 
 def cmd_launch(args) -> int:
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, SpecError, StorageError) as err:
+    except (UsageError, SpecError, StorageError, ClusterError) as err:
         print(f"gradsweep: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

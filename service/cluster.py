@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,12 @@ from typing import Iterator
 from service.storage import atomic_write_bytes
 
 LOOPBACK = "127.0.0.1"
+REACH_TIMEOUT = 10.0     # seconds to reach a cluster's address before giving up
+DEFAULT_GCS_PORT = 6379
+
+
+class ClusterError(RuntimeError):
+    """A Ray cluster that cannot be used (an address nothing answers at)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,37 @@ class ClusterInfo:
     cpus: float
     embedded: bool
     owned: bool
+
+
+def check_reachable(address: str) -> None:
+    """Raise ClusterError within about REACH_TIMEOUT seconds when nothing answers at a
+    cluster ``address`` (``host:port``, ``ray://host:port`` or ``auto``); ``ray.init`` itself
+    would retry for minutes. ``local`` needs no check."""
+    if address == "local":
+        return
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+            target = canonicalize_bootstrap_address("auto")
+        except (ImportError, AttributeError):   # pragma: no cover - Ray moved it: let Ray try
+            return
+        if not target:
+            raise ClusterError("address 'auto': no Ray cluster runs on this machine (start one "
+                               "with `ray start --head`, or run without --address for an "
+                               "embedded local Ray)")
+    host, _, port = target.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        host, port = target.split("://", 1)[-1], str(DEFAULT_GCS_PORT)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        shown = address if target == address else f"{address} ({target})"
+        raise ClusterError(f"cannot reach the Ray cluster at {shown}: {reason}; check that "
+                           f"`ray start --head` runs there, that port {port} is open from this "
+                           "machine, or run without --address for an embedded local Ray") \
+            from None
 
 
 def resolve_address(address: str | None) -> str:
@@ -55,6 +93,7 @@ def connect(address: str | None = "local", *, num_cpus: int | None = None
                           owned=False)
         return
     address = resolve_address(address)
+    check_reachable(address)
     options = dict(include_dashboard=False, log_to_driver=False,
                    logging_level=logging.ERROR)
     embedded = address == "local"

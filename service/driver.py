@@ -69,6 +69,9 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
     raises SpecError and a held lock LockHeld (a StorageError), both before Ray starts.
     """
     out = sys.stdout if out is None else out
+    import ray
+    if not ray.is_initialized():   # an unreachable cluster is refused before anything is written
+        cluster.check_reachable(cluster.resolve_address(address))
     # Absolute: workers on other nodes (and the head's, joined) run in other folders.
     paths = SweepPaths(os.path.abspath(check_storage(storage or sweep.spec.storage)
                                        / sweep.name))
@@ -111,6 +114,7 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
         if status != EXIT_INTERRUPTED:
             status = EXIT_ERRORS if result.errored else EXIT_OK
             print(result.table(), file=out, flush=True)
+            report_errors(result)
         else:
             print(f"gradsweep: interrupted; running trials were checkpointed and stay PENDING. "
                   f"Resume with:\n  python -m service resume {shlex.quote(str(paths.root))}",
@@ -119,6 +123,18 @@ def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None =
         return result
     finally:
         lock.release()
+
+
+def report_errors(result: SweepResult) -> None:
+    """Name the trials that ended in ERROR and where their tracebacks are (on stderr), so a
+    script that ignores ``exit_status`` still says that it failed."""
+    errored = result.errored
+    if not errored:
+        return
+    lines = [f"gradsweep: {len(errored)} trial(s) ended in ERROR: "
+             f"{', '.join(t.id for t in errored)}; their tracebacks:"]
+    lines += [f"  {result.paths.trial(t.id).error_txt}" for t in errored]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def check_cluster(sweep: Sweep, paths: SweepPaths, info: cluster.ClusterInfo) -> None:

@@ -258,13 +258,24 @@ def _as_step(step: Any, method: str) -> int:
     return int(step)
 
 
-def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict]:
+def _as_metrics(step: Any, metrics: Any, named: dict) -> tuple[int, dict, dict]:
+    """The step, the metrics ``{tag: float}`` and the histograms ``{tag: array}`` of a report.
+
+    ``metrics`` is a dict of tag -> number, or what running an ``en.summary`` node returns
+    (its scalars are metrics, its histograms are returned apart); ``named`` come last.
+    """
     step = _as_step(step, "report")
+    histograms: dict = {}
     if metrics is not None and not isinstance(metrics, dict):
-        raise TypeError(f"trial.report: metrics must be a dict of tag -> number, got "
-                        f"{type(metrics).__name__}")
+        from engine.summary import Summaries   # only here: the dict path stays free
+
+        if not isinstance(metrics, Summaries):
+            raise TypeError(f"trial.report: metrics must be a dict of tag -> number or what "
+                            f"sess.run of an en.summary node returns, got "
+                            f"{type(metrics).__name__}")
+        metrics, histograms = metrics.scalars, metrics.histograms
     merged = {**metrics, **named} if metrics else named
-    if not merged:
+    if not merged and not histograms:
         raise ValueError(f"trial.report(step={step}): no metrics given")
     values = {}
     for tag, value in merged.items():
@@ -273,7 +284,7 @@ def _as_metrics(step: Any, metrics: dict | None, named: dict) -> tuple[int, dict
         except (TypeError, ValueError):
             raise TypeError(f"trial.report: metric {tag!r} must be a number, got "
                             f"{type(value).__name__} {value!r}") from None
-    return step, values
+    return step, values, histograms
 
 
 class Trial:
@@ -312,14 +323,21 @@ class Trial:
 
     # -- what train calls
 
-    def report(self, step: int, metrics: dict | None = None, /, **named: float) -> None:
-        """Record metrics at ``step``: ``report(step, loss=l)`` or ``report(step,
-        {"loss/val": l})``. TensorBoard scalars, a ``results.jsonl`` line, and the driver's
-        live view. Raises :class:`TrialStopped` when the service asked the trial to stop."""
+    def report(self, step: int, metrics: Any = None, /, **named: float) -> None:
+        """Record metrics at ``step``: ``report(step, loss=l)``, ``report(step,
+        {"loss/val": l})`` or ``report(step, sess.run(merged))`` (an ``en.summary`` node's
+        value: its scalars are metrics, its histograms TensorBoard histograms at ``step``).
+        Metrics become TensorBoard scalars, a ``results.jsonl`` line, and the driver's live
+        view; a report of histograms only writes them and nothing else. Raises
+        :class:`TrialStopped` when the service asked the trial to stop."""
         if self._armed:
             raise TrialStopped(self.stop_reason)
-        step, values = _as_metrics(step, metrics, named)
+        step, values, histograms = _as_metrics(step, metrics, named)
         self._open()
+        for tag, array in histograms.items():
+            self._writer.histogram(tag, array, step)     # checks the fence first
+        if not values:   # histograms only: no metrics for results, the driver or stop rules
+            return
         self._write_scalars(step, values)
         self._results.write(json.dumps({"step": step, "time": time.time(), "metrics": values})
                             + "\n")

@@ -169,6 +169,8 @@ CASES = [
          "stop.max_steps: Input should be greater than 0"),
     Case("set-name-escaping", ["launch", "good.py", "--set", "name=../../etc"],
          "name: name '../../etc' must not contain"),
+    Case("address-unreachable", ["launch", "good.py", "--address", "127.0.0.1:1"],
+         "cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"),
     Case("resources-no-node-has", ["launch", "good.py", "--set", "resources.cpu=1000"],
          "resources: no node of the cluster can run a trial: it asks for cpu 1000"),
     Case("bad-scope", ["best", "logs", "--scope", "everything"],

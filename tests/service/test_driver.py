@@ -45,7 +45,11 @@ def test_failures_nan_and_a_dead_worker(local_ray, sweep_file, tmp_path, capsys)
     assert started[errored.id] == [0, 5, 10]
     error_txt = (result.root / errored.id / "error.txt").read_text()
     assert "RuntimeError: always_raise at step 14" in error_txt
-    assert errored.id in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # a script that calls sweep.run() without sys.exit still learns which trials failed and
+    # where their tracebacks are
+    assert f"gradsweep: 1 trial(s) ended in ERROR: {errored.id}; their tracebacks:\n" \
+        f"  {result.root / errored.id / 'error.txt'}\n" in err
     end = hparams_data(result.root / errored.id)["_hparams_/session_end_info"]
     assert end.session_end_info.status == api_pb2.STATUS_FAILURE
     assert trials["nan"].reason == "diverged" and trials["nan"].last_step == 5
