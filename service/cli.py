@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 from service.cluster import ClusterError
@@ -108,6 +110,33 @@ def cmd_best(args) -> int:
     return EXIT_OK
 
 
+BEST_RUNS = 10    # the runs a link selects: TensorBoard enables at most 40 runs by default
+
+
+def best_runs_links(logdir: Path, url: str, count: int = BEST_RUNS) -> list[str]:
+    """For each sweep in ``logdir`` (the folder itself or its sub-folders), a line with a
+    link to TensorBoard's scalars whose run filter selects its best ``count`` trials by the
+    sweep's metric (the best always included)."""
+    folders = [logdir] if (logdir / "sweep.json").is_file() else \
+        sorted(p for p in logdir.iterdir() if (p / "sweep.json").is_file())
+    lines = []
+    for folder in folders:
+        try:
+            result = load(folder)
+        except StorageError:
+            continue
+        best = [t for t in result.ranked() if result.trial_value(t, "last")[0] is not None]
+        if not best:
+            continue
+        best = best[:count]
+        prefix = "" if folder == logdir else f"{folder.name}/"
+        runs = "|".join(re.escape(prefix + t.id) for t in best)
+        link = f"{url}#scalars&regexInput={urllib.parse.quote(f'^({runs})$', safe='')}"
+        lines.append(f"  sweep {result.name}: its best {len(best)} of {len(result.trials)} "
+                     f"trials by {result.metric} ({result.mode}):\n    {link}")
+    return lines
+
+
 def cmd_tensorboard(args) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
@@ -116,7 +145,14 @@ def cmd_tensorboard(args) -> int:
         shutil.which("tensorboard")
     command = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
     command += ["--logdir", str(folder), "--host", args.host, "--port", str(args.port)]
-    print(f"TensorBoard at http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    url = f"http://{args.host}:{args.port}/"
+    print(f"TensorBoard at {url} (Ctrl-C to stop)", flush=True)
+    links = best_runs_links(folder, url)
+    if links:
+        print("\n".join(["Open a sweep's best trials (TensorBoard shows runs by default only "
+                         "when at most 40 match its run filter):", *links,
+                         "  Clear the run filter (the regex box above the runs) to see every "
+                         "trial."]), flush=True)
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:

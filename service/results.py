@@ -69,19 +69,24 @@ class SweepResult:
         found = self._ranked_first("last")
         return None if found is None else found[0].config
 
-    def _ranked_first(self, scope: str) -> tuple[TrialRecord, float, int | None] | None:
-        """The best trial with its value and step (ties go to the lower index)."""
+    def ranked(self, scope: str = "last") -> list[TrialRecord]:
+        """The trials, best first by the sweep's metric (ties by index), those that never
+        reported it last."""
         if scope not in ("last", "all"):
             raise ValueError(f"scope must be 'last' or 'all', got {scope!r}")
-        ranked = []
-        for t in self.trials:
-            value, step = self.trial_value(t, scope)
-            if value is not None:
-                ranked.append((self.objective.sign * value, t.index, t, value, step))
-        if not ranked:
+
+        def key(t):
+            value, _ = self.trial_value(t, scope)
+            return (value is None, self.objective.sign * value if value is not None else 0.0,
+                    t.index)
+        return sorted(self.trials, key=key)
+
+    def _ranked_first(self, scope: str) -> tuple[TrialRecord, float, int | None] | None:
+        """The best trial with its value and step (ties go to the lower index)."""
+        ranked = self.ranked(scope)
+        if not ranked or self.trial_value(ranked[0], scope)[0] is None:
             return None
-        _, _, trial, value, step = min(ranked, key=lambda r: (r[0], r[1]))
-        return trial, value, step
+        return (ranked[0], *self.trial_value(ranked[0], scope))
 
     def checkpoint_of(self, trial: TrialRecord) -> str | None:
         """The trial's latest valid checkpoint on storage (storage is trusted over state:
@@ -111,13 +116,8 @@ class SweepResult:
     def table(self, scope: str = "last") -> str:
         """The trials as a text table, sorted by the metric (best first, unreported last);
         the step is the one the value shown was reported at (the last step without one)."""
-        def key(t):
-            value, _ = self.trial_value(t, scope)
-            return (value is None, self.objective.sign * value if value is not None else 0.0,
-                    t.index)
-
         rows = [("trial", "state", self.metric, "step", "attempts", "reason")]
-        for t in sorted(self.trials, key=key):
+        for t in self.ranked(scope):
             value, step = self.trial_value(t, scope)
             if step is None:
                 step = t.last_step

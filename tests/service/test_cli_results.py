@@ -113,3 +113,24 @@ def test_refusals_exit_2_without_traceback_and_write_nothing(tmp_path, args, mes
 def test_usage_errors_exit_2():
     assert run_cli("frobnicate").returncode == 2
     assert run_cli("launch").returncode == 2
+
+
+def test_tensorboard_links_select_each_sweeps_best_trials(tmp_path):
+    import re
+    import urllib.parse
+
+    from service.cli import best_runs_links
+
+    root, trials = fake_sweep_folder(tmp_path / "logs")
+    for logdir, prefix in ((tmp_path / "logs", "s/"), (root, "")):
+        [line] = best_runs_links(logdir, "http://127.0.0.1:6006/", count=1)
+        assert "sweep s: its best 1 of 3 trials by loss (min)" in line
+        link = line.split()[-1]
+        assert link.startswith("http://127.0.0.1:6006/#scalars&regexInput=")
+        regex = urllib.parse.unquote(link.split("regexInput=")[1])
+        runs = [prefix + t.id for t in trials] + [prefix.rstrip("/") or "."]
+        # the one best by the last value (0.2), and no other run, trial ids' dots escaped
+        assert [r for r in runs if re.search(regex, r)] == [prefix + trials[1].id]
+    [line] = best_runs_links(tmp_path / "logs", "http://h:1/")
+    regex = urllib.parse.unquote(line.split("regexInput=")[1])
+    assert regex == "^(" + "|".join(re.escape("s/" + trials[i].id) for i in (1, 0)) + ")$"
