@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from service import cluster
 from service.checkpoints import restore_point
 from service.messages import (AttemptResult, Baseline, CheckpointRef, CheckpointSaved, Notice,
-                              Outcome, Report, TrialState)
+                              Outcome, Output, Report, TrialState)
 from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, SweepResult
 from service.schedulers import Decision, Scheduler, Stop, is_scheduler_stop, make_scheduler
 from service.search import FINISHED, Searcher, make_searcher
@@ -398,6 +398,14 @@ class Progress:
         self.clear()
         print(f"gradsweep: {message}", file=sys.stderr, flush=True)
 
+    def output(self, trial_id: str, output: Output) -> None:
+        """Lines a trial printed, each prefixed with the trial's id (as Ray Tune does), on
+        the stream it printed them to; the status line is drawn again after them."""
+        self.clear()
+        stream = sys.stderr if output.stream == "stderr" else self.out
+        stream.write("".join(f"({trial_id}) {line}\n" for line in output.text.split("\n")))
+        stream.flush()
+
     def clear(self) -> None:
         if self.enabled and self._width:
             self.out.write("\r" + " " * self._width + "\r")
@@ -643,6 +651,8 @@ class Controller:
                 set_checkpoint(record, item.ref)
             elif isinstance(item, Notice):   # e.g. a damaged checkpoint skipped at the start
                 self.progress.event(f"trial {record.id}: {item.message}")
+            elif isinstance(item, Output):
+                self.progress.output(record.id, item)
             elif isinstance(item, Baseline):
                 summary.last_step = item.summary["last_step"]
                 summary.last_metrics = dict(item.summary["last_metrics"])

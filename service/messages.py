@@ -99,7 +99,15 @@ class Notice:
     message: str
 
 
-LiveItem = Report | CheckpointSaved | Baseline | Notice
+@dataclass(frozen=True)
+class Output:
+    """Whole lines ``train`` printed, on ``stream`` ("stdout" or "stderr")."""
+
+    stream: str
+    text: str
+
+
+LiveItem = Report | CheckpointSaved | Baseline | Notice | Output
 
 
 # ----------------------------------------------------------------- what an attempt returns

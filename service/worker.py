@@ -10,14 +10,16 @@ Reporting costs the trial one deque append (and, when the poll is waiting, wakin
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 from collections import deque
 from typing import Callable
 
-from service.messages import AttemptResult
+from service.messages import AttemptResult, Output
 from service.schedulers import Decision
-from service.trial import Trial, TrialTask, run_attempt
+from service.trial import AttemptFence, StaleAttempt, Trial, TrialTask, run_attempt
 
 
 def blas_threads(cpus: float) -> int:
@@ -78,6 +80,67 @@ class LiveItems:
         self._ready.set()
 
 
+class _Lines(io.TextIOBase):
+    """A stream that appends what is written to the trial's ``stdout.txt`` and queues whole
+    lines for the driver, which prints them prefixed with the trial id."""
+
+    def __init__(self, name: str, live: LiveItems, copy):
+        self.name, self.live, self.copy = name, live, copy
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.copy is not None:
+            self.copy.write(text)
+        lines, newline, self._partial = (self._partial + text).rpartition("\n")
+        if newline:
+            self.live.append(Output(self.name, lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.copy is not None:
+            self.copy.flush()
+
+    def close_line(self) -> None:
+        """Hand on a last line printed without a newline."""
+        if self._partial:
+            self.live.append(Output(self.name, self._partial))
+            self._partial = ""
+
+
+class CapturedOutput:
+    """While an attempt runs, what ``train`` prints goes to the trial's ``stdout.txt``
+    (both streams, appended across attempts; only while the attempt is the trial's current
+    one) and, line by line, to the driver (Ray's own forwarding of worker output is off)."""
+
+    def __init__(self, task: TrialTask, live: LiveItems):
+        self.task, self.live = task, live
+        self.copy = None
+
+    def __enter__(self) -> "CapturedOutput":
+        paths = self.task.paths
+        try:
+            AttemptFence(paths.attempt_file, self.task.attempt_id)()
+            paths.dir.mkdir(parents=True, exist_ok=True)
+            self.copy = open(paths.dir / "stdout.txt", "a", encoding="utf-8", buffering=1)
+        except (StaleAttempt, OSError):
+            self.copy = None   # the attempt's own checks say why it cannot run
+        self.saved = sys.stdout, sys.stderr
+        self.streams = (_Lines("stdout", self.live, self.copy),
+                        _Lines("stderr", self.live, self.copy))
+        sys.stdout, sys.stderr = self.streams
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stdout, sys.stderr = self.saved
+        for stream in self.streams:
+            stream.close_line()
+        if self.copy is not None:
+            self.copy.close()
+
+
 class TrialWorker:
     """Runs one trial attempt at a time (wrapped by ``ray.remote`` in :func:`worker_class`)."""
 
@@ -104,7 +167,8 @@ class TrialWorker:
         self.live.drain()
         self.trial, self.attempt_id, self.pending_stop = None, task.attempt_id, None
         try:
-            result = run_attempt(task, train, self.live, on_start=self._started)
+            with CapturedOutput(task, self.live):
+                result = run_attempt(task, train, self.live, on_start=self._started)
         finally:
             with self._ending:
                 self.trial, self.attempt_id = None, None

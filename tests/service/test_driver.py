@@ -4,6 +4,7 @@ refusals and how a trial table is reconciled with storage."""
 
 import io
 import json
+import sys
 import time
 
 import pytest
@@ -233,3 +234,40 @@ def test_resources_no_node_has_are_refused(local_ray, sweep_file, tmp_path):
     sweep = load_sweep_file(sweep_file("grid12")).replace(resources={"cpu": 64})
     with pytest.raises(SpecError, match=r"resources: .*cpu 64 \(the largest node has 2\)"):
         run_sweep(sweep, storage=str(tmp_path), out=io.StringIO())
+
+
+def talkative(config, trial):
+    print(f"starting seed {config['seed']}")
+    for step in range(3):
+        print(f"step {step}", end=" ")
+        print("done")
+        trial.report(step, loss=1.0 / (step + 1))
+    print("a warning", file=sys.stderr)
+    print("no newline at the end", end="")
+
+
+def test_prints_from_train_reach_the_terminal_prefixed_and_stdout_txt(local_ray, tmp_path,
+                                                                       capsys):
+    from ray import cloudpickle
+
+    from service import Sweep, grid
+
+    sweep = Sweep(name="talk", train=talkative, space={"seed": grid([0, 1])}, metric="loss")
+    out = io.StringIO()
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        result = run_sweep(sweep, storage=str(tmp_path), out=out, progress=True)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert result.exit_status == 0
+    printed, err = out.getvalue(), capsys.readouterr().err
+    for t in result.trials:
+        lines = [line for line in printed.replace("\r", "\n").splitlines()
+                 if line.startswith(f"({t.id}) ")]
+        assert lines == [f"({t.id}) starting seed {t.config['seed']}",
+                         f"({t.id}) step 0 done", f"({t.id}) step 1 done",
+                         f"({t.id}) step 2 done", f"({t.id}) no newline at the end"], printed
+        assert f"({t.id}) a warning\n" in err
+        copy = (tmp_path / "talk" / t.id / "stdout.txt").read_text()
+        assert copy == (f"starting seed {t.config['seed']}\nstep 0 done\nstep 1 done\n"
+                        "step 2 done\na warning\nno newline at the end")
