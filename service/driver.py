@@ -366,16 +366,19 @@ class Interrupts:
 # ----------------------------------------------------------------- progress
 
 class Progress:
-    """One status line rewritten in place on a terminal; silent otherwise. Events (retries,
+    """One status line rewritten in place on a terminal, a progress bar that updates in place
+    in a notebook (tqdm's, where tqdm is installed), silent otherwise. Events (retries,
     errors) go to stderr either way."""
 
     def __init__(self, out: TextIO, enabled: bool | None, total: int, objective: Objective):
         self.out, self.total = out, total
-        self.enabled = _isatty(out) if enabled is None else bool(enabled)
+        notebook = in_notebook()
+        self.enabled = (_isatty(out) or notebook) if enabled is None else bool(enabled)
         self.objective = objective
         self.started = time.monotonic()
         self._shown = 0.0
         self._width = 0
+        self.bar = notebook_bar(total) if self.enabled and notebook else None
 
     def update(self, trials: list[TrialRecord], running: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -387,6 +390,11 @@ class Progress:
         values = [self.objective.value(t.best_metrics) for t in trials]
         values = [v for v in values if v is not None]
         best = f"{min(values, key=lambda v: self.objective.sign * v):.4g}" if values else "-"
+        if self.bar is not None:
+            self.bar.n = done + failed
+            self.bar.set_postfix_str(f"{running} running, {failed} failed, best "
+                                     f"{self.objective.metric} {best}", refresh=True)
+            return
         elapsed = int(now - self.started)
         line = (f"{done}/{self.total} done, {running} running, {failed} failed, best "
                 f"{self.objective.metric} {best}, {elapsed // 60:02d}:{elapsed % 60:02d} elapsed")
@@ -406,11 +414,37 @@ class Progress:
         stream.write("".join(f"({trial_id}) {line}\n" for line in output.text.split("\n")))
         stream.flush()
 
+    def finish(self, trials: list[TrialRecord]) -> None:
+        """The sweep's loop ended: a last update of a notebook's bar, a terminal's line
+        cleared."""
+        if self.bar is not None:
+            self.update(trials, 0, force=True)
+            self.bar.close()
+        self.clear()
+
     def clear(self) -> None:
         if self.enabled and self._width:
             self.out.write("\r" + " " * self._width + "\r")
             self.out.flush()
             self._width = 0
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's shell for notebooks)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") \
+        else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def notebook_bar(total: int):
+    """tqdm's notebook progress bar (the ``notebook`` extra), or None without tqdm (the
+    status line is then rewritten with a carriage return, which notebooks honour too)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="trial", desc="trials")
 
 
 def _isatty(stream) -> bool:
@@ -501,7 +535,7 @@ class Controller:
             except KeyboardInterrupt:
                 self.abandon_running()
             finally:
-                self.progress.clear()
+                self.progress.finish(self.state.trials)
                 self.save_state(force=True)
                 self.release_workers()
         return EXIT_INTERRUPTED if self.interrupts.count else EXIT_OK

@@ -271,3 +271,27 @@ def test_prints_from_train_reach_the_terminal_prefixed_and_stdout_txt(local_ray,
         copy = (tmp_path / "talk" / t.id / "stdout.txt").read_text()
         assert copy == (f"starting seed {t.config['seed']}\nstep 0 done\nstep 1 done\n"
                         "step 2 done\na warning\nno newline at the end")
+
+
+def test_in_a_notebook_progress_is_a_bar_updated_in_place(local_ray, sweep_file, tmp_path,
+                                                          monkeypatch):
+    from tqdm import tqdm
+
+    import service.driver
+
+    bars = []
+
+    def bar(total):
+        bars.append(tqdm(total=total, file=io.StringIO(), mininterval=0))
+        return bars[-1]
+
+    monkeypatch.setattr(service.driver, "in_notebook", lambda: True)
+    monkeypatch.setattr(service.driver, "notebook_bar", bar)
+    out = io.StringIO()            # a notebook's stdout is no terminal
+    result = run_sweep(load_sweep_file(sweep_file("grid12")), storage=str(tmp_path), out=out)
+    assert result.exit_status == 0
+    [shown] = bars
+    assert shown.total == 12 and shown.n == 12
+    drawn = shown.fp.getvalue()
+    assert "12/12" in drawn and "best loss" in drawn and "0 failed" in drawn
+    assert "\r" not in out.getvalue()      # no status line rewritten next to the bar
