@@ -13,11 +13,12 @@
 Imports numpy and the standard library only; importing it has no side effects.
 """
 
-from engine import data, initializers, layers, losses, metrics, ops, optim
+from engine import data, initializers, layers, losses, metrics, ops, optim, summary
 from engine.autodiff import Gradient, gradients
 from engine.gradcheck import check_gradients
 from engine.graph import (Constant, GraphError, Node, Op, Placeholder, Variable, constant,
                           placeholder, topological_order, trainable_variables)
+from engine.jacobian import jacobian
 from engine.ops import (add, concat, div, dropout, exp, leaky_relu, log, log_softmax, matmul,
                         mul, neg, pow, print_, reduce_mean, reduce_sum, relu, reshape, sigmoid,
                         softmax, sub, tanh, transpose)
@@ -31,9 +32,9 @@ Print = print_
 __all__ = [
     "Constant", "Gradient", "GraphError", "Node", "Op", "Placeholder", "Print", "Session",
     "Variable", "add", "check_gradients", "concat", "constant", "data", "div", "dropout", "exp",
-    "gradients", "initializers", "layers", "leaky_relu", "log", "log_softmax", "losses",
-    "matmul", "metrics", "mul", "neg", "ops", "optim", "placeholder", "pow", "print_",
-    "reduce_mean", "reduce_sum", "relu", "reshape", "sigmoid", "softmax", "sub", "tanh",
+    "gradients", "initializers", "jacobian", "layers", "leaky_relu", "log", "log_softmax",
+    "losses", "matmul", "metrics", "mul", "neg", "ops", "optim", "placeholder", "pow", "print_",
+    "reduce_mean", "reduce_sum", "relu", "reshape", "sigmoid", "softmax", "sub", "summary", "tanh",
     "topological_order", "trainable_variables", "transpose",
     "CheckpointError", "Saver", "graph_def", "latest_checkpoint",
 ]

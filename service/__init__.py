@@ -16,8 +16,9 @@ Importing this package starts nothing (Ray starts when a sweep runs).
 from service.results import SweepResult, load
 from service.schedulers import asha, median_stopping
 from service.search import optuna_search
+from service.summary_writer import SummaryWriter
 from service.spec import SpecError, choice, grid, loguniform, randint, uniform
 from service.sweep import Sweep
 
-__all__ = ["SpecError", "Sweep", "SweepResult", "asha", "choice", "grid", "load", "loguniform",
-           "median_stopping", "optuna_search", "randint", "uniform"]
+__all__ = ["SpecError", "SummaryWriter", "Sweep", "SweepResult", "asha", "choice", "grid",
+           "load", "loguniform", "median_stopping", "optuna_search", "randint", "uniform"]

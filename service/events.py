@@ -104,6 +104,7 @@ _DTYPES = {
     "int8": types_pb2.DT_INT8, "int16": types_pb2.DT_INT16, "int32": types_pb2.DT_INT32,
     "int64": types_pb2.DT_INT64, "uint8": types_pb2.DT_UINT8, "uint16": types_pb2.DT_UINT16,
     "bool": types_pb2.DT_BOOL, "complex64": types_pb2.DT_COMPLEX64,
+    "object": types_pb2.DT_STRING,   # a summary node's output (engine.summary)
     "complex128": types_pb2.DT_COMPLEX128,
 }
 
