@@ -42,6 +42,8 @@ from service.spec import Objective
 from service.storage import SweepPaths, TrialPaths, atomic_write_bytes, atomic_write_json
 
 CHECKPOINT_PREFIX = "ckpt"
+HISTOGRAM_PREFIX = "histograms/"    # the variables' histograms, apart from the metrics
+HISTOGRAM_CHOICES = ("model", "all", "none")
 
 # Why a trial stops (the ``reason`` recorded in state.json and shown as a text summary).
 MAX_STEPS, EARLY_STOP, TIME_BUDGET, DIVERGED = "max-steps", "early-stop", "time-budget", "diverged"
@@ -363,20 +365,28 @@ class Trial:
             return True
         return (step + 1) % self.task.checkpoint_every == 0
 
-    def checkpoint(self, sess, step: int) -> str:
+    def checkpoint(self, sess, step: int, *, histograms: str = "model") -> str:
         """Save ``sess`` after step ``step`` has run (global step ``step + 1``).
 
-        Histograms of every float variable are written at ``step`` and everything reported
-        so far is made durable before the checkpoint exists. Returns the checkpoint's path.
+        Histograms of the variables are written at ``step``, tagged ``histograms/<name>``
+        (apart from the metrics): the model's trainable variables (``histograms="model"``,
+        the default), the optimizer's slots too (``"all"``) or none (``"none"``). Everything
+        reported so far is made durable before the checkpoint exists. Returns its path.
         """
         from engine import Saver
 
         step = _as_step(step, "checkpoint")
+        if histograms not in HISTOGRAM_CHOICES:
+            raise ValueError(f"trial.checkpoint: histograms must be one of "
+                             f"{', '.join(HISTOGRAM_CHOICES)}, got {histograms!r}")
         self._open()
         self.fence()
-        for name, value in sess.variables().items():
-            if value.dtype.kind == "f":
-                self._writer.histogram(name, value, step)
+        nodes = sess.variable_nodes()
+        for name, value in sess.variables(copy=False).items():
+            trainable = getattr(nodes.get(name), "trainable", False)
+            if value.dtype.kind == "f" and (histograms == "all" or
+                                            histograms == "model" and trainable):
+                self._writer.histogram(f"{HISTOGRAM_PREFIX}{name}", value, step)
         self._sync()
         self.fence()
         if self._saver is None:
@@ -415,7 +425,8 @@ class Trial:
         self.checkpoint_path = os.path.join(self.task.sweep_dir, self.restore_ref.path)
         return self.restore_step
 
-    def steps(self, sess, total: int, *, eval_every: int | None = None):
+    def steps(self, sess, total: int, *, eval_every: int | None = None,
+              histograms: str = "model"):
         """The training loop's steps, from where this trial continues up to ``total``:
 
             for step, evaluate in trial.steps(sess, STEPS, eval_every=100):
@@ -427,13 +438,14 @@ class Trial:
         each step's body, checkpoints when ``should_checkpoint`` says so. ``evaluate`` is
         true every ``eval_every`` steps and at the last step (always without
         ``eval_every``). The loop ends early when the service stops the trial (its next
-        report raises :class:`TrialStopped`, which ``train`` lets through).
+        report raises :class:`TrialStopped`, which ``train`` lets through). ``histograms``
+        goes to :meth:`checkpoint`.
         """
         start = self.restore(sess)
         for step in range(start, total):
             yield step, eval_every is None or (step + 1) % eval_every == 0 or step == total - 1
             if self.should_checkpoint(step):
-                self.checkpoint(sess, step)
+                self.checkpoint(sess, step, histograms=histograms)
 
     def log_graph(self, node) -> None:
         """Show the graph that computes ``node`` (or a list of nodes) in the Graphs tab."""

@@ -90,10 +90,11 @@ def test_a_fresh_attempt_writes_a_complete_run(tmp_path):
     assert [e.step for e in run.Scalars("loss")] == list(range(STEPS))
     assert tags[event_accumulator.GRAPH]
     assert {n.name for n in run.Graph().node} >= {"out/kernel", "out/bias", "x", "y"}
-    # histograms of every float variable (optimizer slots included) at each checkpoint step
-    assert sorted(tags[event_accumulator.HISTOGRAMS]) == [
-        "SGD/out/bias/momentum", "SGD/out/kernel/momentum", "out/bias", "out/kernel"]
-    assert [e.step for e in run.Histograms("out/kernel")] == [4, 9, 14, 19]
+    # histograms of the model's variables (not the optimizer's slots) at each checkpoint step,
+    # under one prefix that keeps them apart from the metrics
+    assert sorted(tags[event_accumulator.HISTOGRAMS]) == ["histograms/out/bias",
+                                                          "histograms/out/kernel"]
+    assert [e.step for e in run.Histograms("histograms/out/kernel")] == [4, 9, 14, 19]
     starts = hparams_data(task.paths.dir)["_hparams_/session_start_info"].session_start_info
     assert hparam_values(starts) == {"lr": 0.1} and starts.group_name == "0_lr=0.1"
     assert session_status(task.paths.dir) == api_pb2.STATUS_SUCCESS
@@ -122,7 +123,7 @@ def test_a_retry_resumes_from_the_checkpoint_and_each_step_stays_once(tmp_path):
     assert points["loss"] == written_points(reference_task.paths.dir)["loss"]
     assert list(hparams_data(task.paths.dir)) == ["_hparams_/session_start_info",
                                                   "_hparams_/session_end_info"]
-    assert len([e for e in load_run(task.paths.dir).Histograms("out/kernel")]) == 4
+    assert len([e for e in load_run(task.paths.dir).Histograms("histograms/out/kernel")]) == 4
 
 
 def test_a_resumed_attempt_reads_its_checkpoint_data_twice(tmp_path, monkeypatch):
@@ -291,3 +292,23 @@ def test_a_step_reported_twice_shows_each_tag_once_with_the_later_value(tmp_path
     assert points["loss"] == [(0, 1.5), (1, 0.75)]
     assert points["accuracy"] == [(0, pytest.approx(0.1))] and points["loss/val"] == [(0, 3.0)]
     assert results_steps(task) == [0, 0, 1, 1]           # one line per report call
+
+
+@pytest.mark.parametrize("histograms, expected", [
+    ("all", ["histograms/SGD/out/bias/momentum", "histograms/SGD/out/kernel/momentum",
+             "histograms/out/bias", "histograms/out/kernel"]),
+    ("none", []),
+])
+def test_optimizer_slots_histograms_on_request(tmp_path, histograms, expected):
+    def train(config, trial):
+        loss, train_op, feed = model(config)
+        sess = en.Session(seed=0)
+        for step, _ in trial.steps(sess, 10, histograms=histograms):
+            _, value = sess.run([train_op, loss], feed=feed)
+            trial.report(step, loss=value)
+
+    task = make_task(tmp_path)
+    assert run_attempt(task, train).outcome == "finished"
+    assert sorted(load_run(task.paths.dir).Tags()[event_accumulator.HISTOGRAMS]) == expected
+    with pytest.raises(ValueError, match="histograms must be one of model, all, none"):
+        Trial(task).checkpoint(en.Session(seed=0), 0, histograms="slots")
