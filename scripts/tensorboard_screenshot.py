@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tensorboard_server import TensorBoardServer   # beside this script
 
-TABS = ("scalars", "hparams", "graphs")
+TABS = ("timeseries", "scalars", "hparams", "graphs")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--hide-scrollbars")

@@ -42,7 +42,7 @@ from service.spec import Objective
 from service.storage import SweepPaths, TrialPaths, atomic_write_bytes, atomic_write_json
 
 CHECKPOINT_PREFIX = "ckpt"
-HISTOGRAM_PREFIX = "histograms/"    # the variables' histograms, apart from the metrics
+HISTOGRAM_PREFIX = "variables/"    # the variables' histograms, apart from the metrics
 HISTOGRAM_CHOICES = ("model", "all", "none")
 
 # Why a trial stops (the ``reason`` recorded in state.json and shown as a text summary).
@@ -359,19 +359,21 @@ class Trial:
 
     def should_checkpoint(self, step: int) -> bool:
         """True after every ``checkpoint_every`` steps, and once a stop was asked for (so
-        Ctrl-C and early stops leave a fresh checkpoint)."""
+        Ctrl-C and early stops leave a fresh checkpoint, after which ``checkpoint`` raises
+        :class:`TrialStopped`: the trial ends at that step)."""
         if self.stop_reason is not None:
-            self._armed = True   # this step's checkpoint is the last: the next report raises
+            self._armed = True   # this step's checkpoint is the last
             return True
         return (step + 1) % self.task.checkpoint_every == 0
 
     def checkpoint(self, sess, step: int, *, histograms: str = "model") -> str:
         """Save ``sess`` after step ``step`` has run (global step ``step + 1``).
 
-        Histograms of the variables are written at ``step``, tagged ``histograms/<name>``
+        Histograms of the variables are written at ``step``, tagged ``variables/<name>``
         (apart from the metrics): the model's trainable variables (``histograms="model"``,
         the default), the optimizer's slots too (``"all"``) or none (``"none"``). Everything
-        reported so far is made durable before the checkpoint exists. Returns its path.
+        reported so far is made durable before the checkpoint exists. Returns its path, or,
+        when it is the checkpoint a stop asked for, raises :class:`TrialStopped` once saved.
         """
         from engine import Saver
 
@@ -397,6 +399,8 @@ class Trial:
         self.checkpoint_path = str(path)
         self.checkpoint_ref = saved_ref(path, self.task.sweep_dir)
         self.live.append(CheckpointSaved(self.checkpoint_ref))
+        if self._armed:   # the checkpoint a stop asked for: nothing more to train
+            raise TrialStopped(self.stop_reason)
         return str(path)
 
     def restore(self, sess) -> int:

@@ -92,9 +92,9 @@ def test_a_fresh_attempt_writes_a_complete_run(tmp_path):
     assert {n.name for n in run.Graph().node} >= {"out/kernel", "out/bias", "x", "y"}
     # histograms of the model's variables (not the optimizer's slots) at each checkpoint step,
     # under one prefix that keeps them apart from the metrics
-    assert sorted(tags[event_accumulator.HISTOGRAMS]) == ["histograms/out/bias",
-                                                          "histograms/out/kernel"]
-    assert [e.step for e in run.Histograms("histograms/out/kernel")] == [4, 9, 14, 19]
+    assert sorted(tags[event_accumulator.HISTOGRAMS]) == ["variables/out/bias",
+                                                          "variables/out/kernel"]
+    assert [e.step for e in run.Histograms("variables/out/kernel")] == [4, 9, 14, 19]
     starts = hparams_data(task.paths.dir)["_hparams_/session_start_info"].session_start_info
     assert hparam_values(starts) == {"lr": 0.1} and starts.group_name == "0_lr=0.1"
     assert session_status(task.paths.dir) == api_pb2.STATUS_SUCCESS
@@ -123,7 +123,7 @@ def test_a_retry_resumes_from_the_checkpoint_and_each_step_stays_once(tmp_path):
     assert points["loss"] == written_points(reference_task.paths.dir)["loss"]
     assert list(hparams_data(task.paths.dir)) == ["_hparams_/session_start_info",
                                                   "_hparams_/session_end_info"]
-    assert len([e for e in load_run(task.paths.dir).Histograms("histograms/out/kernel")]) == 4
+    assert len([e for e in load_run(task.paths.dir).Histograms("variables/out/kernel")]) == 4
 
 
 def test_a_resumed_attempt_reads_its_checkpoint_data_twice(tmp_path, monkeypatch):
@@ -295,8 +295,8 @@ def test_a_step_reported_twice_shows_each_tag_once_with_the_later_value(tmp_path
 
 
 @pytest.mark.parametrize("histograms, expected", [
-    ("all", ["histograms/SGD/out/bias/momentum", "histograms/SGD/out/kernel/momentum",
-             "histograms/out/bias", "histograms/out/kernel"]),
+    ("all", ["variables/SGD/out/bias/momentum", "variables/SGD/out/kernel/momentum",
+             "variables/out/bias", "variables/out/kernel"]),
     ("none", []),
 ])
 def test_optimizer_slots_histograms_on_request(tmp_path, histograms, expected):
@@ -312,3 +312,27 @@ def test_optimizer_slots_histograms_on_request(tmp_path, histograms, expected):
     assert sorted(load_run(task.paths.dir).Tags()[event_accumulator.HISTOGRAMS]) == expected
     with pytest.raises(ValueError, match="histograms must be one of model, all, none"):
         Trial(task).checkpoint(en.Session(seed=0), 0, histograms="slots")
+
+
+def test_a_stopped_trial_that_reports_rarely_ends_at_its_stop_checkpoint(tmp_path):
+    """Reports every 5 steps; the stop rule fires at the report of step 9: the checkpoint
+    a stop asks for is the last thing the trial does (no step trains after it, no more
+    checkpoints)."""
+    trained = []
+
+    def train(config, trial):
+        loss, train_op, feed = model(config)
+        sess = en.Session(seed=0)
+        for step, evaluate in trial.steps(sess, STEPS, eval_every=5):
+            sess.run(train_op, feed=feed)
+            trained.append(step)
+            if evaluate:
+                trial.report(step, loss=0.0 if step == 9 else 1.0)
+
+    task = make_task(tmp_path, stop={"metric_threshold": 0.5}, checkpoint_every=100)
+    result = run_attempt(task, train)
+    assert (result.state, result.reason, result.summary["last_step"]) == \
+        ("STOPPED", "early-stop", 9)
+    assert trained == list(range(10)) and result.checkpoint.path.endswith("ckpt-10")
+    assert sorted(p.name for p in task.paths.checkpoints.glob("*.npz")) == ["ckpt-10.npz"]
+    assert [e.step for e in load_run(task.paths.dir).Histograms("variables/out/kernel")] == [9]
