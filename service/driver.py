@@ -276,6 +276,14 @@ def _noting(record: TrialRecord) -> Callable[[str], None]:
                                  flush=True)
 
 
+def acted_on(verdict: tuple[int, str] | None, restore: CheckpointRef | None) -> str | None:
+    """The reason of a scheduler's stop that the trial had acted on before its last attempt
+    ended unseen: its restore point is past the step of the verdict (the stop checkpoint)."""
+    if verdict is None or restore is None or restore.global_step <= verdict[0]:
+        return None
+    return verdict[1]
+
+
 def set_checkpoint(record: TrialRecord, ref: CheckpointRef | None) -> None:
     """Make ``ref`` the trial's latest checkpoint in its row of state.json."""
     record.checkpoint_ref = ref
@@ -592,7 +600,9 @@ class Controller:
             time_used=sum(a.ended - a.started for a in record.attempts
                           if a.ended is not None and a.started is not None),
             last_chance=self.failures(record) >= spec.max_failures,
-            restore=self.restore_ref(record), sync=self.scheduler.sync_steps(record.id))
+            restore=(restore := self.restore_ref(record)),
+            sync=self.scheduler.sync_steps(record.id),
+            stopped=acted_on(self.scheduler.verdict(record.id), restore))
         worker = self.idle.pop() if self.idle else self.new_worker()
         info = self.worker_info.get(worker)
         if info is not None:

@@ -83,6 +83,8 @@ class TrialTask:
     last_chance: bool = False   # a failure now makes the trial ERROR (hparams FAILURE)
     restore: CheckpointRef | None = None   # the checkpoint to continue from (driver's pick)
     sync: SyncSteps = SyncSteps()          # where report waits for the scheduler's decision
+    stopped: str | None = None   # a verdict the trial had already acted on (its stop
+                                 # checkpoint is ``restore``): finish as STOPPED, train nothing
 
     @property
     def paths(self) -> TrialPaths:
@@ -451,6 +453,14 @@ class Trial:
             if self.should_checkpoint(step):
                 self.checkpoint(sess, step, histograms=histograms)
 
+    def adopt_restore_point(self) -> None:
+        """Take the attempt's restore point as where the run continues from, without
+        loading it (a trial that only has to be finished)."""
+        self._restored = True
+        if self.restore_ref is not None:
+            self.checkpoint_ref = self.restore_ref
+            self.checkpoint_path = os.path.join(self.task.sweep_dir, self.restore_ref.path)
+
     def log_graph(self, node) -> None:
         """Show the graph that computes ``node`` (or a list of nodes) in the Graphs tab."""
         from engine import graph_def
@@ -603,6 +613,9 @@ def run_attempt(task: TrialTask, train: Callable, live: deque | None = None,
         if on_start is not None:
             on_start(trial)
         try:
+            if task.stopped is not None:   # it stopped before a crash; only its end is missing
+                trial.adopt_restore_point()
+                raise TrialStopped(task.stopped)
             train(dict(task.config), trial)
             reason = trial.stop_reason if is_final_stop(trial.stop_reason) else None
         except TrialStopped as stop:

@@ -72,7 +72,8 @@ class AsyncHyperBand(Scheduler):
         self.spec = spec
         self.brackets = [rungs(spec.grace_period, spec.max_t, spec.reduction_factor, s)
                          for s in range(spec.brackets)]
-        # bracket -> rung index -> {trial id: [value (higher is better), stop reason or None]}
+        # bracket -> rung index -> {trial id: [value (higher is better), stop reason or None,
+        # the step of the report judged]}
         self.records: list[list[dict[str, list]]] = [[{} for _ in b] for b in self.brackets]
 
     # -- the rule
@@ -89,6 +90,14 @@ class AsyncHyperBand(Scheduler):
                  or trial_id not in self.records[b][i]}
         steps.add(self.spec.max_t)
         return SyncSteps(steps=tuple(sorted(steps)))
+
+    def verdict(self, trial_id: str) -> tuple[int, str] | None:
+        b = self.bracket(trial_id)
+        for recorded in self.records[b]:
+            record = recorded.get(trial_id)
+            if record is not None and record[1] is not None:
+                return int(record[2]), record[1]
+        return None
 
     def on_result(self, trial_id: str, step: int, metrics: dict, *, sync: bool) -> Decision:
         metric = self.objective.metric
@@ -110,7 +119,7 @@ class AsyncHyperBand(Scheduler):
             if math.isnan(value):      # never recorded; on_nan decides what becomes of it
                 return CONTINUE
             score = -self.objective.sign * value   # higher is better
-            earlier = [v for v, _ in recorded.values()]
+            earlier = [record[0] for record in recorded.values()]
             cutoff = float(np.nanpercentile(earlier, (1 - 1 / self.spec.reduction_factor)
                                             * 100)) if earlier else None
             reason = None
@@ -118,7 +127,7 @@ class AsyncHyperBand(Scheduler):
                 reason = (f"asha: rung {i} (step {rung:g}): {metric} {value:.6g} not in top "
                           f"1/{self.spec.reduction_factor:g} (cut-off "
                           f"{-self.objective.sign * cutoff:.6g})")
-            recorded[trial_id] = [score, reason]
+            recorded[trial_id] = [score, reason, step]
             self.changed()
             return CONTINUE if reason is None else Stop(reason)
         return CONTINUE

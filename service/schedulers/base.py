@@ -89,4 +89,10 @@ class Scheduler(PluginState):
     def on_complete(self, trial_id: str, state: Any) -> None:
         """``trial_id`` reached a final state (TERMINATED, STOPPED, ERROR)."""
 
+    def verdict(self, trial_id: str) -> tuple[int, str] | None:
+        """``(step, reason)`` when this scheduler stopped ``trial_id`` at a report of a step
+        at or past ``step``, else None: a trial whose latest checkpoint is past that step
+        had acted on the verdict (the stop checkpoint) and is finished without training."""
+        return None
+
 

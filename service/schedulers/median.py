@@ -55,7 +55,7 @@ class MedianStopping(Scheduler):
         self.spec = spec
         self.series: dict[str, _Series] = {}
         self.best: dict[str, float] = {}          # lower is better (sign applied)
-        self.stopped: dict[str, str] = {}         # trial id -> the reason it was stopped
+        self.stopped: dict[str, list] = {}        # trial id -> [step, reason] of its stop
 
     def setup(self, objective, trial_ids, history=None) -> None:
         super().setup(objective, trial_ids, history)
@@ -76,7 +76,7 @@ class MedianStopping(Scheduler):
 
     def on_result(self, trial_id: str, step: int, metrics: dict, *, sync: bool) -> Decision:
         if trial_id in self.stopped:
-            return Stop(self.stopped[trial_id])
+            return Stop(self.stopped[trial_id][1])
         if self._add(trial_id, step, metrics) is None or step < self.spec.grace_period:
             return CONTINUE
         means = [s.mean_up_to(step) for other, s in self.series.items()
@@ -91,7 +91,7 @@ class MedianStopping(Scheduler):
         reason = (f"median stopping: step {step}: best {metric} {sign * self.best[trial_id]:.6g}"
                   f" worse than the median {median:.6g} of {len(means)} other trials' running "
                   "means")
-        self.stopped[trial_id] = reason
+        self.stopped[trial_id] = [step, reason]
         self.changed()
         return Stop(reason)
 
@@ -99,4 +99,8 @@ class MedianStopping(Scheduler):
         return {"type": self.name, "stopped": dict(self.stopped)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.stopped = dict(state.get("stopped") or {})
+        self.stopped = {t: list(v) for t, v in (state.get("stopped") or {}).items()}
+
+    def verdict(self, trial_id: str) -> tuple[int, str] | None:
+        found = self.stopped.get(trial_id)
+        return None if found is None else (int(found[0]), found[1])

@@ -63,7 +63,8 @@ def test_asha_stops_the_losers_exactly_at_their_rung(local_ray, sweep_file, tmp_
         # every value recorded at a rung the trial reached, with its verdict
         for r in rungs[:2]:
             if t.last_step >= r["step"]:
-                value, reason = r["records"][t.id]
+                value, reason, judged = r["records"][t.id]
+                assert judged == r["step"]          # a report at every step: at the rung
                 assert value == -t.config["quality"]
                 assert (reason is None) == (rung != r["step"])
 
@@ -103,4 +104,4 @@ def test_median_stopping_in_a_real_sweep(local_ray, sweep_file, tmp_path):
                                      "median 0.5 of 3 other trials' running means")
     assert 5 <= stopped.last_step < 99          # delivered with a poll: a few steps later
     saved = json.loads((result.root / "scheduler.json").read_text())
-    assert saved["stopped"][stopped.id] == stopped.reason
+    assert saved["stopped"][stopped.id] == [5, stopped.reason]

@@ -41,8 +41,10 @@ def test_asha_keeps_the_top_third_at_a_rung_and_the_first_arrival_continues():
     assert verdict(s, "c", 10, 0.45) == "stop"
     # recorded even when stopped: now [-0.5, -0.4, -0.45] -> cut-off -0.4333
     assert verdict(s, "d", 12, 0.43) == "go"               # the first report past the rung
-    assert s.records[0][0] == {"a": [-0.5, None], "b": [-0.4, None],
-                               "c": [-0.45, s.records[0][0]["c"][1]], "d": [-0.43, None]}
+    assert s.records[0][0] == {"a": [-0.5, None, 10], "b": [-0.4, None, 10],
+                               "c": [-0.45, s.records[0][0]["c"][1], 10],
+                               "d": [-0.43, None, 12]}
+    assert s.verdict("c") == (10, s.records[0][0]["c"][1]) and s.verdict("d") is None
     reason = s.records[0][0]["c"][1]
     assert reason == ("asha: rung 0 (step 10): loss 0.45 not in top 1/3 (cut-off 0.433333)")
 
@@ -161,11 +163,13 @@ def test_median_stopping_rebuilds_its_values_from_history_and_keeps_its_verdicts
     history = {"a": [(s, {"loss": 1.0}) for s in range(10)],
                "b": [(s, {"loss": 1.2}) for s in range(10)], "c": []}
     s = MedianStopping(MedianSpec(grace_period=3, min_samples=2))
-    s.load_state_dict({"stopped": {"z": "median stopping: earlier"}})
+    s.load_state_dict({"stopped": {"z": [7, "median stopping: earlier"]}})
     s.setup(Objective("loss", "min"), list(history), history=lambda t: history[t])
     assert isinstance(s.on_result("c", 5, {"loss": 4.0}, sync=False), Stop)
     assert s.on_result("z", 0, {"loss": 0.0}, sync=False) == Stop("median stopping: earlier")
     assert set(s.state_dict()["stopped"]) == {"c", "z"}
+    assert s.verdict("z") == (7, "median stopping: earlier") and s.verdict("c")[0] == 5
+    assert s.verdict("a") is None
 
 
 @pytest.mark.parametrize("bad, field", [
