@@ -26,3 +26,12 @@ def test_the_engine_example_runs_and_learns():
     accuracy = re.search(r"accuracy (\d\.\d+)", printed)
     assert accuracy and float(accuracy.group(1)) >= 0.95, printed
     assert "hidden/kernel" in printed
+
+
+def test_every_picture_the_readmes_show_exists():
+    root = README.parent
+    for readme in (README, root / "experiments" / "README.md", root / "benchmarks" / "README.md"):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme.read_text(encoding="utf-8")):
+            picture = (readme.parent / target).resolve()
+            assert picture.is_file() and picture.stat().st_size > 10_000, (readme, target)
+    assert "docs/tensorboard_quickstart.png" in README.read_text(encoding="utf-8")
