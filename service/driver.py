@@ -346,27 +346,32 @@ def hparam_domains(sweep: Sweep) -> dict[str, list | tuple]:
 # ----------------------------------------------------------------- Ctrl-C
 
 class Interrupts:
-    """SIGINT while the controller runs: the first asks for a graceful stop, the second
-    raises KeyboardInterrupt at once. Only installed from the main thread."""
+    """SIGINT (Ctrl-C) or SIGTERM (``kill``, ``ray job stop``, a service manager) while the
+    controller runs: the first asks for a graceful stop, the second raises
+    KeyboardInterrupt at once. Only installed from the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.count = 0
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
     def _handle(self, signum, frame) -> None:
         self.count += 1
         if self.count == 1:
-            print("\ngradsweep: stopping: running trials checkpoint and stop (Ctrl-C again to "
-                  "exit at once)", file=sys.stderr, flush=True)
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            print(f"\ngradsweep: stopping ({name}): running trials checkpoint and stop (again "
+                  "to exit at once)", file=sys.stderr, flush=True)
         elif self.count == 2:   # later ones wait for the state to be saved
             raise KeyboardInterrupt
 

@@ -307,3 +307,23 @@ def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(local_ray, sw
         problems = step_problems(written_points(sweep_dir / t.id), t.last_step + 1,
                                  fresh_until(starts, t.last_step + 1))
         assert problems == [], t.id
+
+
+def test_sigterm_stops_like_ctrl_c(sweep_file, tmp_path):
+    """``kill``, ``ray job stop`` and service managers send SIGTERM: the driver checkpoints
+    the running trials and leaves them PENDING, as on Ctrl-C, instead of dying unseen."""
+    path = sweep_file("slow")
+    sweep_dir = tmp_path / "logs" / "slow"
+    driver = start_driver(["launch", str(path), "--storage", str(tmp_path / "logs")], tmp_path)
+    try:
+        wait_for(lambda: mid_sweep(sweep_dir), driver)
+        driver.send_signal(signal.SIGTERM)
+        out, err = driver.communicate(timeout=60)
+    finally:
+        reap(driver)
+    assert driver.returncode == 130, err
+    assert "gradsweep: stopping (SIGTERM)" in err
+    assert f"python -m service resume {sweep_dir}" in err
+    state = SweepState.load(sweep_dir / "state.json")
+    stopped = [t for t in state.trials if t.attempts and t.attempts[-1].outcome == "interrupted"]
+    assert stopped and all(t.state == TrialState.PENDING and t.checkpoint for t in stopped)
