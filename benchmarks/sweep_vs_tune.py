@@ -47,6 +47,7 @@ from pathlib import Path
 
 import engine as en
 from service import driver
+from service.messages import Report
 from service.sweep import load_sweep_file
 
 from sweep import (REPORTS, SLOTS, Measure, count_files, grid_space, local_ray, median,
@@ -294,9 +295,9 @@ def measure_latency(rate: float, seconds: float, storage: str) -> dict:
     def fold(self, run, items):
         now = time.time()
         for item in items:
-            if item[0] == "report":
-                delays.append(now - item[2]["sent"])
-                sends.append(item[2]["sent"])
+            if isinstance(item, Report):
+                delays.append(now - item.metrics["sent"])
+                sends.append(item.metrics["sent"])
         return original(self, run, items)
 
     driver.Controller.fold = fold
