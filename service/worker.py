@@ -81,10 +81,10 @@ class LiveItems:
 
 
 class _Lines(io.TextIOBase):
-    """A stream that appends what is written to the trial's ``stdout.txt`` and queues whole
-    lines for the driver, which prints them prefixed with the trial id."""
+    """A stream that appends what is written to the trial's ``stdout.txt`` (``copy``) and
+    queues whole lines for the driver, which prints them prefixed with the trial id."""
 
-    def __init__(self, name: str, live: LiveItems, copy):
+    def __init__(self, name: str, live: LiveItems, copy: "_Copy"):
         self.name, self.live, self.copy = name, live, copy
         self._partial = ""
 
@@ -92,16 +92,14 @@ class _Lines(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        if self.copy is not None:
-            self.copy.write(text)
+        self.copy.write(text)
         lines, newline, self._partial = (self._partial + text).rpartition("\n")
         if newline:
             self.live.append(Output(self.name, lines))
         return len(text)
 
     def flush(self) -> None:
-        if self.copy is not None:
-            self.copy.flush()
+        self.copy.flush()
 
     def close_line(self) -> None:
         """Hand on a last line printed without a newline."""
@@ -110,26 +108,45 @@ class _Lines(io.TextIOBase):
             self._partial = ""
 
 
+class _Copy:
+    """The trial's ``stdout.txt``, opened (for appending) at the first write, and only while
+    the attempt is the trial's current one: a trial that prints nothing has no such file."""
+
+    def __init__(self, task: TrialTask):
+        self.task, self.file, self.refused = task, None, False
+
+    def write(self, text: str) -> None:
+        if self.file is None and not self.refused:
+            paths = self.task.paths
+            try:
+                AttemptFence(paths.attempt_file, self.task.attempt_id)()
+                paths.dir.mkdir(parents=True, exist_ok=True)
+                self.file = open(paths.dir / "stdout.txt", "a", encoding="utf-8", buffering=1)
+            except (StaleAttempt, OSError):
+                self.refused = True   # the attempt's own checks say why it cannot run
+        if self.file is not None:
+            self.file.write(text)
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 class CapturedOutput:
     """While an attempt runs, what ``train`` prints goes to the trial's ``stdout.txt``
-    (both streams, appended across attempts; only while the attempt is the trial's current
-    one) and, line by line, to the driver (Ray's own forwarding of worker output is off)."""
+    (both streams, appended across attempts) and, line by line, to the driver (Ray's own
+    forwarding of worker output is off)."""
 
     def __init__(self, task: TrialTask, live: LiveItems):
-        self.task, self.live = task, live
-        self.copy = None
+        self.copy = _Copy(task)
+        self.streams = (_Lines("stdout", live, self.copy), _Lines("stderr", live, self.copy))
 
     def __enter__(self) -> "CapturedOutput":
-        paths = self.task.paths
-        try:
-            AttemptFence(paths.attempt_file, self.task.attempt_id)()
-            paths.dir.mkdir(parents=True, exist_ok=True)
-            self.copy = open(paths.dir / "stdout.txt", "a", encoding="utf-8", buffering=1)
-        except (StaleAttempt, OSError):
-            self.copy = None   # the attempt's own checks say why it cannot run
         self.saved = sys.stdout, sys.stderr
-        self.streams = (_Lines("stdout", self.live, self.copy),
-                        _Lines("stderr", self.live, self.copy))
         sys.stdout, sys.stderr = self.streams
         return self
 
@@ -137,8 +154,7 @@ class CapturedOutput:
         sys.stdout, sys.stderr = self.saved
         for stream in self.streams:
             stream.close_line()
-        if self.copy is not None:
-            self.copy.close()
+        self.copy.close()
 
 
 class TrialWorker:

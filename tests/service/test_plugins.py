@@ -64,6 +64,7 @@ def test_scheduler_decisions_reach_trials_and_are_persisted(local_ray, sweep_fil
     assert result.exit_status == 0
     saved = json.loads((result.root / "scheduler.json").read_text())["decided"]
     assert sorted(saved) == sorted(t.id for t in result.trials)     # every trial judged
+    assert not list(result.root.glob("*/stdout.txt"))    # no prints, no stdout.txt
     for t in result.trials:
         rows = [json.loads(line) for line in
                 (result.root / t.id / "results.jsonl").read_text().splitlines()]
