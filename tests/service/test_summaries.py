@@ -136,11 +136,11 @@ def test_a_trial_reports_summaries_as_metrics_and_histograms(tmp_path):
     assert [(e.step, e.value) for e in run.Scalars("loss")] == [
         (step, pytest.approx(value)) for step, value in enumerate(losses)]
     # the reported histograms at every step, beside the variables' at checkpoints
-    assert {"activations/hidden", "weights/hidden", "hidden/kernel"} <= set(
+    assert {"activations/hidden", "weights/hidden", "variables/hidden/kernel"} <= set(
         tags[event_accumulator.HISTOGRAMS])
     assert [e.step for e in run.Histograms("weights/hidden")] == list(range(STEPS))
     assert [e.step for e in run.Histograms("activations/hidden")] == list(range(STEPS))
-    assert [e.step for e in run.Histograms("hidden/kernel")] == [4, 9]
+    assert [e.step for e in run.Histograms("variables/hidden/kernel")] == [4, 9]
 
 
 def test_histograms_reported_past_a_restored_checkpoint_show_each_step_once(tmp_path):
