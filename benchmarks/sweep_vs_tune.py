@@ -103,7 +103,7 @@ class NullTrial:
     def report(self, step, metrics=None, /, **named) -> None:
         pass
 
-    def checkpoint(self, sess, step) -> None:
+    def checkpoint(self, sess, step, **options) -> None:
         pass
 
     def restore(self, sess) -> int:
@@ -147,7 +147,7 @@ class TuneTrial:
         self._pending = {"step": int(step), **{k: float(v) for k, v in
                                                {**(metrics or {}), **named}.items()}}
 
-    def checkpoint(self, sess, step) -> None:
+    def checkpoint(self, sess, step, **options) -> None:   # histograms: none in Tune's
         from ray import tune
 
         folder = tempfile.mkdtemp(prefix="tune-ckpt-")
