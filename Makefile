@@ -22,7 +22,7 @@ test: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/python experiments/triangle.py
 	@echo "Watch it in TensorBoard: $(BIN)/python -m service tensorboard logs"
-	@echo "  then open http://127.0.0.1:6006/ (the HPARAMS tab compares the trials)"
+	@echo "  then open the link it prints (the best trials' curves); the HPARAMS tab compares all"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
