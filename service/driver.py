@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from service import cluster
 from service.checkpoints import restore_point
@@ -32,7 +32,7 @@ from service.messages import (AttemptResult, Baseline, CheckpointRef, Checkpoint
 from service.results import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, SweepResult
 from service.schedulers import Decision, Scheduler, Stop, is_scheduler_stop, make_scheduler
 from service.search import FINISHED, Searcher, make_searcher
-from service.spec import (Choice, Grid, Objective, RandInt, SpecError, id_width,
+from service.spec import (Choice, Grid, Objective, RandInt, SpecError, SweepSpec, id_width,
                           spec_differences, sweep_record, trial_count, trial_id)
 from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, SweepState,
                              TrialPaths, TrialRecord, atomic_write_bytes, atomic_write_json,
@@ -40,8 +40,32 @@ from service.storage import (Attempt, StorageError, SweepLock, SweepPaths, Sweep
 from service.trial import (INTERRUPT, AttemptFence, MetricsSummary, StaleAttempt, TrialTask,
                            read_results, write_fence)
 
-if TYPE_CHECKING:
-    from service.sweep import Sweep
+
+
+class SweepToRun(Protocol):
+    """What the driver needs of a sweep (``service.sweep.Sweep`` is one; the facade sits
+    above the driver, which never imports it): the validated spec, ``train``, where
+    ``train`` lives, and an Optuna sampler instance if one was given."""
+
+    spec: SweepSpec
+    train: Callable
+    source_file: str | None
+    train_name: str
+    sampler_instance: Any
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metric(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def objective(self) -> Objective: ...
+
+    def spec_hash(self) -> str: ...
 
 POLL_INTERVAL = 0.2          # the loop's longest sleep; and how long a poll waits for a
                              # report (so a stop request is delivered at most this late)
@@ -53,7 +77,7 @@ STATE_SHARE = 0.05           # ... and never taking more than this share of the 
 PROGRESS_INTERVAL = 0.5
 
 
-def run_sweep(sweep: Sweep, *, storage: str | None = None, address: str | None = "local",
+def run_sweep(sweep: SweepToRun, *, storage: str | None = None, address: str | None = "local",
               max_concurrent: int | None = None, restart: bool = False, resume: bool = False,
               retry_errored: bool = False, progress: bool | None = None,
               out: TextIO | None = None) -> SweepResult:
@@ -137,7 +161,7 @@ def report_errors(result: SweepResult) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def check_cluster(sweep: Sweep, paths: SweepPaths, info: cluster.ClusterInfo) -> None:
+def check_cluster(sweep: SweepToRun, paths: SweepPaths, info: cluster.ClusterInfo) -> None:
     """Refuse, before any trial starts, a cluster where no node can run a trial or where a
     node cannot see the sweep's folder (storage must be shared by every node)."""
     problem = cluster.unplaceable(sweep.spec.resources)
@@ -156,7 +180,7 @@ def check_cluster(sweep: Sweep, paths: SweepPaths, info: cluster.ClusterInfo) ->
 
 # ----------------------------------------------------------------- the sweep folder
 
-def open_sweep_folder(sweep: Sweep, paths: SweepPaths, *, restart: bool, resume: bool,
+def open_sweep_folder(sweep: SweepToRun, paths: SweepPaths, *, restart: bool, resume: bool,
                       out: TextIO) -> SweepLock:
     """Lock the sweep's folder and make sure its ``sweep.json`` matches ``sweep``.
 
@@ -221,7 +245,7 @@ def read_result(paths: TrialPaths) -> dict | None:
     return result if ok else None
 
 
-def reconcile(sweep: Sweep, paths: SweepPaths, searcher: Searcher, *, retry_errored: bool
+def reconcile(sweep: SweepToRun, paths: SweepPaths, searcher: Searcher, *, retry_errored: bool
               ) -> tuple[SweepState, dict[str, int]]:
     """The trial table to run from: ``state.json`` corrected by what storage holds.
 
@@ -330,7 +354,7 @@ def apply_summary(record: TrialRecord, summary: dict) -> None:
         record.checkpoint = summary["checkpoint"]
 
 
-def hparam_domains(sweep: Sweep) -> dict[str, list | tuple]:
+def hparam_domains(sweep: SweepToRun) -> dict[str, list | tuple]:
     """The HParams experiment's domains: the values of grids and choices, else intervals."""
     domains: dict[str, list | tuple] = {}
     for name, domain in sweep.spec.space.items():
@@ -487,7 +511,7 @@ class Running:
 class Controller:
     """The loop that runs a sweep's PENDING trials on a pool of worker actors."""
 
-    def __init__(self, sweep: Sweep, paths: SweepPaths, state: SweepState,
+    def __init__(self, sweep: SweepToRun, paths: SweepPaths, state: SweepState,
                  retry_base: dict[str, int], concurrency: int, progress: Progress, *,
                  searcher: Searcher, scheduler: Scheduler):
         import ray

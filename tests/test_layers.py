@@ -10,15 +10,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def imports(path: Path, package: str, lazy: bool) -> set[str]:
-    """The modules of ``package`` that the module at ``path`` imports: at module level, and
-    inside functions too with ``lazy`` (never under ``if TYPE_CHECKING:``)."""
+    """The modules of ``package`` that the module at ``path`` imports: at module level (the
+    ones for type checking included), and inside functions too with ``lazy``."""
     tree = ast.parse(path.read_text())
     found = set()
 
     def visit(node, top: bool):
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
             inner = top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, (ast.Import, ast.ImportFrom)) and (top or lazy):
                 if isinstance(child, ast.Import):
