@@ -68,7 +68,7 @@ from service.trial import Trial, read_results
 
 from engine_step import blas_description     # this script's folder
 from sweep import SLOTS, local_ray, scratch, trivial_session
-from sweep_vs_tune import TuneTrial, experiment_module
+from sweep_vs_tune import TuneTrial, experiment_module, fit_quietly
 
 # digits.py reads --quick from the command line itself: 400 steps instead of 2000
 _digits = experiment_module("digits")
@@ -298,12 +298,8 @@ def run_tune(train: Callable, storage: str, name: str, *, reuse_actors: bool) ->
                                     max_concurrent_trials=SLOTS, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    with contextlib.redirect_stdout(io.StringIO()):   # its experiment tables, not ours
-        results = tuner.fit()
+    results = fit_quietly(tuner, name)
     seconds = time.perf_counter() - start
-    if results.errors:
-        raise RuntimeError(f"Tune experiment {name!r}: {len(results.errors)} trials failed: "
-                           f"{results.errors[0]}")
     return Run(name, seconds, [(int(r.metrics["step"]), r.metrics[METRIC]) for r in results])
 
 

@@ -42,7 +42,6 @@ Everything runs 2 trials at a time on 1 CPU each, one BLAS thread per trial.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import math
 import os
@@ -61,7 +60,7 @@ from service.trial import Trial
 
 from engine_step import blas_description     # this script's folder
 from sweep import SLOTS, local_ray, per_trial_overhead, scratch
-from sweep_vs_tune import TuneTrial, experiment_module
+from sweep_vs_tune import TuneTrial, experiment_module, fit_quietly
 
 
 def quick_digits():
@@ -199,12 +198,8 @@ def run_tune(seed: int, trials: int, storage: str, work: str, *, reuse_actors: b
                                     max_concurrent_trials=SLOTS, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    with contextlib.redirect_stdout(io.StringIO()):   # its experiment tables, not ours
-        results = tuner.fit()
+    results = fit_quietly(tuner, name)
     seconds = time.perf_counter() - start
-    if results.errors:
-        raise RuntimeError(f"Tune experiment {name!r}: {len(results.errors)} trials failed: "
-                           f"{results.errors[0]}")
     # Tune tags its trials with a counter in the order the searcher was asked ("1_lr=...")
     ordered = sorted(results, key=lambda r: int(r.metrics["experiment_tag"].split("_", 1)[0]))
     values = [float(r.metrics.get(METRIC, math.nan)) for r in ordered]

@@ -194,6 +194,16 @@ def tune_staging(name: str) -> str | None:
     return found[0] if found else None
 
 
+def fit_quietly(tuner, name: str):
+    """``tuner.fit()`` without its experiment tables on stdout; raises if a trial failed."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = tuner.fit()
+    if results.errors:
+        raise RuntimeError(f"Tune experiment {name!r}: {len(results.errors)} trials failed: "
+                           f"{results.errors[0]}")
+    return results
+
+
 def run_tune(train: Callable, space: dict[str, list], storage: str, name: str, *,
              reuse_actors: bool) -> Measure:
     """Time one Ray Tune experiment of ``train`` over the grid ``space``, SLOTS trials at a
@@ -207,12 +217,8 @@ def run_tune(train: Callable, space: dict[str, list], storage: str, name: str, *
         tune_config=tune.TuneConfig(max_concurrent_trials=SLOTS, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    with contextlib.redirect_stdout(io.StringIO()):   # its experiment tables, not ours
-        results = tuner.fit()
+    results = fit_quietly(tuner, name)
     seconds = time.perf_counter() - start
-    if results.errors:
-        raise RuntimeError(f"Tune experiment {name!r}: {len(results.errors)} trials failed: "
-                           f"{results.errors[0]}")
     trials = len(results)
     staging = tune_staging(name)
     return Measure(seconds, trials, count_files(Path(storage) / name) / trials,
