@@ -779,9 +779,7 @@ class Controller:
             self.idle.append(run.worker)
             self.fold(run, result.items)
             if result.summary is not None:
-                apply_summary(run.record, {**result.summary, "checkpoint_ref": None
-                                           if result.checkpoint is None
-                                           else result.checkpoint.to_dict()})
+                apply_summary(run.record, result.completion_record())
         record, attempt = run.record, run.attempt
         attempt.ended, attempt.outcome = time.time(), result.outcome
         self.state_dirty = True
